@@ -1,0 +1,123 @@
+//! Command-line definitions (clap). Each doc comment is the `--help` text.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run a sandboxed mini-production system that AI agents can observe, break and fix.
+///
+/// State lives in ./.aiops (or $AIOPS_HOME).
+#[derive(Debug, Parser)]
+#[command(name = "aiops", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the sandbox (PostgreSQL, target app, upstreams, worker) and wait until healthy.
+    Up(UpArgs),
+    /// Stop every sandbox process; data is kept unless --purge.
+    Down(DownArgs),
+    /// Show each service: state, pid, uptime, restarts, health.
+    Status(StatusArgs),
+    /// Print a service's log (-f to follow).
+    Logs(LogsArgs),
+    /// Start a stopped service.
+    Start(ServiceArg),
+    /// Stop a service (it stays down until started).
+    Stop(ServiceArg),
+    /// Restart a service.
+    Restart(ServiceArg),
+    /// Send a signal to a service's main process (its restart policy decides what follows).
+    Kill(KillArgs),
+    /// Drive realistic traffic at the target (reads and authenticated writes).
+    Load(LoadArgs),
+    /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
+    #[command(hide = true)]
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Stay attached: run the daemon in this terminal until Ctrl-C.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Address of the HTTP listener (control API, later MCP). Loopback by default.
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    pub http: SocketAddr,
+    /// Let the kernel choose every service port instead of 8000, 55432, ... (tests).
+    #[arg(long, env = "AIOPS_RANDOM_PORTS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub random_ports: bool,
+    /// How long to wait for every service to become healthy, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    pub http: SocketAddr,
+    #[arg(long)]
+    pub random_ports: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also delete the state dir (database, logs, secrets).
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output: {"daemon": {...}, "services": [...]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// postgres, target-app, worker, upstream-primary, upstream-fallback, or aiops.
+    pub service: String,
+    /// Keep printing new lines as they are written.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many lines from the end to start with.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub lines: usize,
+    /// The captured stdout/stderr instead of the service's own log file.
+    #[arg(long)]
+    pub console: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArg {
+    /// postgres, target-app, worker, upstream-primary or upstream-fallback.
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    pub service: String,
+    /// TERM, KILL, INT, STOP or CONT.
+    #[arg(long, short, default_value = "KILL")]
+    pub signal: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Requests per second to offer (open loop: the rate does not drop when the target slows).
+    #[arg(long, default_value_t = 50)]
+    pub rps: u32,
+    /// Duration in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Requests in flight at most; beyond it a request is counted as dropped.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,100 @@
+//! The sandbox daemon: owns the process supervisor and the HTTP listener.
+//!
+//! `aiops up` starts it in the background (or runs it in the foreground); it prepares the
+//! sandbox, reaps whatever a previous daemon left behind, starts every service, serves the
+//! control API, and on SIGTERM, SIGINT or `POST /control/v1/shutdown` stops everything.
+
+use std::sync::Arc;
+
+use aiops_sandbox::control::{self, Endpoint};
+use aiops_sandbox::prepare::{PrepareOptions, prepare};
+use aiops_sandbox::secrets::{self, names as secret};
+use aiops_sandbox::supervisor::ProcessRuntime;
+use aiops_sandbox::{Runtime, StateDir};
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::cli::DaemonArgs;
+
+pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let prepared = prepare(
+        &state,
+        &PrepareOptions {
+            random_ports: args.random_ports,
+        },
+    )
+    .context("preparing the sandbox")?;
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (another aiops, or something else, holds it; pick \
+                 another with --http)",
+                args.http
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let token = secrets::get_or_create(&state, secret::HTTP_TOKEN, 32)?;
+    std::fs::write(state.daemon_pid_file(), std::process::id().to_string())?;
+
+    let runtime = ProcessRuntime::new(prepared);
+    let reaped = runtime.reap_leftovers().await;
+    if reaped > 0 {
+        tracing::warn!(
+            message = "Reaped leftover sandbox processes.",
+            count = reaped
+        );
+    }
+
+    let stop = Arc::new(Notify::new());
+    let stop_for_api = stop.clone();
+    let dyn_rt: Arc<dyn Runtime> = Arc::new(runtime.clone());
+    let app = control::router(dyn_rt, token, Arc::new(move || stop_for_api.notify_one()));
+    let server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(message = "HTTP listener failed.", %error);
+        }
+    });
+    Endpoint {
+        url: format!("http://{addr}"),
+        pid: std::process::id(),
+    }
+    .write(&state)?;
+    tracing::info!(message = "Daemon listening.", %addr);
+
+    let starter = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            if let Err(error) = runtime.start_all().await {
+                tracing::error!(message = "Sandbox start failed.", %error);
+                runtime
+                    .events()
+                    .record("sandbox_start_failed", None, error.to_string());
+            }
+        })
+    };
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = stop.notified() => tracing::info!(message = "Shutdown requested over the control API."),
+        _ = term.recv() => tracing::info!(message = "SIGTERM received."),
+        _ = tokio::signal::ctrl_c() => tracing::info!(message = "SIGINT received."),
+    }
+    starter.abort();
+    runtime.shutdown_all().await;
+    server.abort();
+    let _ = std::fs::remove_file(state.endpoint_file());
+    let _ = std::fs::remove_file(state.daemon_pid_file());
+    tracing::info!(message = "Daemon stopped.");
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIOPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,48 @@
+//! `aiops`: the command line, the sandbox daemon and (with the MCP issue) the MCP server.
+//!
+//! A thin binary over library crates: `main` calls `try_main`, maps errors to exit codes,
+//! and does nothing else. The work lives in `aiops-sandbox` and friends.
+
+mod cli;
+mod daemon;
+mod load;
+mod output;
+mod service_cmds;
+mod up_down;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match try_main(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    let state = aiops_sandbox::StateDir::from_env();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        use cli::Command::*;
+        match cli.command {
+            Up(args) => up_down::up(&state, args).await,
+            Down(args) => up_down::down(&state, args).await,
+            Status(args) => service_cmds::status(&state, args).await,
+            Logs(args) => service_cmds::logs(&state, args).await,
+            Start(args) => service_cmds::operate(&state, "start", args).await,
+            Stop(args) => service_cmds::operate(&state, "stop", args).await,
+            Restart(args) => service_cmds::operate(&state, "restart", args).await,
+            Kill(args) => service_cmds::kill(&state, args).await,
+            Load(args) => load::run(&state, args).await,
+            Daemon(args) => daemon::run(state, args).await.map(|()| ExitCode::SUCCESS),
+        }
+    })
+}
