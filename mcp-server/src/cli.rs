@@ -34,6 +34,12 @@ pub enum Command {
     Kill(KillArgs),
     /// Drive realistic traffic at the target (reads and authenticated writes).
     Load(LoadArgs),
+    /// Serve MCP: over stdio (what Claude Desktop launches) or Streamable HTTP + legacy SSE.
+    Serve(ServeArgs),
+    /// Print a claude_desktop_config.json snippet that launches this server over stdio.
+    McpConfig,
+    /// Benchmarks that print figures (MCP round trips; log queries against ripgrep).
+    Bench(BenchArgs),
     /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -120,4 +126,48 @@ pub struct LoadArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Speak MCP on stdin/stdout (the default when --http is not given). Logs go to stderr.
+    #[arg(long, conflicts_with = "http")]
+    pub stdio: bool,
+    /// Serve Streamable HTTP at /mcp and legacy SSE at /sse on this address instead.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Start the sandbox first if it is not running (as `aiops up` would).
+    #[arg(long)]
+    pub up: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// tools/call round trips over stdio and Streamable HTTP, 1 and 16 clients (needs `aiops up`).
+    Mcp(BenchMcpArgs),
+    /// query_logs over a generated log file, side by side with ripgrep.
+    Logs(BenchLogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMcpArgs {
+    /// Calls per client for check_health (incident_snapshot gets a quarter of it).
+    #[arg(long, default_value_t = 200)]
+    pub calls: u64,
+    /// Upper bound on each measurement, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub max_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLogsArgs {
+    /// Size of the generated log file in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mb: u64,
 }

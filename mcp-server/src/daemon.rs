@@ -2,10 +2,11 @@
 //!
 //! `aiops up` starts it in the background (or runs it in the foreground); it prepares the
 //! sandbox, reaps whatever a previous daemon left behind, starts every service, serves the
-//! control API, and on SIGTERM, SIGINT or `POST /control/v1/shutdown` stops everything.
+//! control API and MCP (Streamable HTTP and legacy SSE) on one listener, and on SIGTERM, SIGINT or `POST /control/v1/shutdown` stops everything.
 
 use std::sync::Arc;
 
+use aiops_observe::Observer;
 use aiops_sandbox::control::{self, Endpoint};
 use aiops_sandbox::prepare::{PrepareOptions, prepare};
 use aiops_sandbox::secrets::{self, names as secret};
@@ -13,8 +14,10 @@ use aiops_sandbox::supervisor::ProcessRuntime;
 use aiops_sandbox::{Runtime, StateDir};
 use anyhow::Context;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::DaemonArgs;
+use crate::mcp::AiopsServer;
 
 pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     init_tracing();
@@ -50,7 +53,19 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     let stop = Arc::new(Notify::new());
     let stop_for_api = stop.clone();
     let dyn_rt: Arc<dyn Runtime> = Arc::new(runtime.clone());
-    let app = control::router(dyn_rt, token, Arc::new(move || stop_for_api.notify_one()));
+    let observer = Observer::new(state.clone(), dyn_rt.clone());
+    observer.start_sampler();
+    let cancel = CancellationToken::new();
+    let app = control::router(
+        dyn_rt,
+        token.clone(),
+        Arc::new(move || stop_for_api.notify_one()),
+    )
+    .merge(crate::http::mcp_router(
+        move || AiopsServer::new(observer.clone()),
+        token,
+        cancel.clone(),
+    ));
     let server = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(message = "HTTP listener failed.", %error);
@@ -82,6 +97,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!(message = "SIGINT received."),
     }
     starter.abort();
+    cancel.cancel();
     runtime.shutdown_all().await;
     server.abort();
     let _ = std::fs::remove_file(state.endpoint_file());
@@ -90,11 +106,12 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing() {
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIOPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

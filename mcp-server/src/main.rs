@@ -1,13 +1,18 @@
-//! `aiops`: the command line, the sandbox daemon and (with the MCP issue) the MCP server.
+//! `aiops`: the command line, the sandbox daemon and the MCP server.
 //!
 //! A thin binary over library crates: `main` calls `try_main`, maps errors to exit codes,
 //! and does nothing else. The work lives in `aiops-sandbox` and friends.
 
+mod bench;
 mod cli;
 mod daemon;
+mod http;
 mod load;
+mod mcp;
 mod output;
+mod serve;
 mod service_cmds;
+mod sse;
 mod up_down;
 
 use std::process::ExitCode;
@@ -42,6 +47,9 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Restart(args) => service_cmds::operate(&state, "restart", args).await,
             Kill(args) => service_cmds::kill(&state, args).await,
             Load(args) => load::run(&state, args).await,
+            Serve(args) => serve::serve(&state, args).await,
+            McpConfig => serve::mcp_config(&state),
+            Bench(args) => bench::run(&state, args).await,
             Daemon(args) => daemon::run(state, args).await.map(|()| ExitCode::SUCCESS),
         }
     })

@@ -365,3 +365,66 @@ impl Runtime for ControlClient {
         ControlClient::logs(self, name, tail).await
     }
 }
+
+/// A [`Runtime`] that finds the daemon of a state dir on every call: it works whether or
+/// not the sandbox was up when the caller started (a stdio MCP server launched by Claude
+/// Desktop before `aiops up`), and follows a daemon that was restarted.
+#[derive(Debug, Clone)]
+pub struct DaemonRuntime {
+    state: StateDir,
+}
+
+impl DaemonRuntime {
+    pub fn new(state: StateDir) -> Self {
+        Self { state }
+    }
+
+    fn client(&self) -> Result<ControlClient> {
+        ControlClient::from_state(&self.state)
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for DaemonRuntime {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+    async fn topology(&self) -> Result<Topology> {
+        match self.client() {
+            Ok(c) => c.topology().await,
+            // The topology is on disk even when the daemon is down.
+            Err(e) => Topology::load(&self.state)?.ok_or(e),
+        }
+    }
+    async fn services(&self) -> Result<Vec<ServiceStatus>> {
+        self.client()?.services().await
+    }
+    async fn service(&self, name: &str) -> Result<ServiceStatus> {
+        self.client()?.service(name).await
+    }
+    async fn start(&self, name: &str) -> Result<ServiceStatus> {
+        self.client()?.start(name).await
+    }
+    async fn stop(&self, name: &str) -> Result<ServiceStatus> {
+        self.client()?.stop(name).await
+    }
+    async fn restart(&self, name: &str) -> Result<ServiceStatus> {
+        self.client()?.restart(name).await
+    }
+    async fn kill(&self, name: &str, signal: KillSignal) -> Result<ServiceStatus> {
+        self.client()?.kill(name, signal).await
+    }
+    async fn stats(&self, name: &str) -> Result<ServiceStats> {
+        self.client()?.stats(name).await
+    }
+    async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>> {
+        match self.client() {
+            Ok(c) => c.logs(name, tail).await,
+            Err(_) => {
+                let topology = Topology::load(&self.state)?
+                    .ok_or_else(|| Error::NotRunning("no topology.json".into()))?;
+                crate::supervisor::tail_lines(&topology.service(name)?.log_path, tail)
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The HTTP listener's MCP side: Streamable HTTP at `/mcp`, the legacy HTTP+SSE transport
+//! at `/sse` + `/messages`, and the guards in front of both.
+//!
+//! Guards, in order: the `Origin` header, when present, must be a loopback origin (DNS
+//! rebinding protection, as the MCP spec asks) → 403; the bearer token from the state dir
+//! is required → 401; request bodies are capped → 413. rmcp additionally checks `Host`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::mcp::AiopsServer;
+
+/// Largest request body accepted on the MCP routes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct Guard {
+    token: Arc<str>,
+}
+
+/// The MCP routes, guarded. `make_server` builds one server per MCP session.
+pub fn mcp_router(
+    make_server: impl Fn() -> AiopsServer + Send + Sync + Clone + 'static,
+    token: String,
+    cancel: CancellationToken,
+) -> Router {
+    let factory = make_server.clone();
+    let streamable = StreamableHttpService::new(
+        move || Ok(factory()),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default()
+            .with_cancellation_token(cancel.child_token())
+            .with_max_request_body_bytes(MAX_BODY_BYTES),
+    );
+    let guard = Guard {
+        token: token.into(),
+    };
+    Router::new()
+        .nest_service("/mcp", streamable)
+        .merge(crate::sse::router(make_server, cancel))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
+        .layer(middleware::from_fn_with_state(guard, check_request))
+}
+
+async fn check_request(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    if let Some(origin) = req.headers().get(header::ORIGIN)
+        && !is_loopback_origin(origin)
+    {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "the Origin header names a non-loopback site; this server only accepts requests \
+             from local pages (DNS rebinding protection)",
+        );
+    }
+    if !aiops_sandbox::control::token_matches(req.headers(), &guard.token) {
+        let mut resp = refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token: send `Authorization: Bearer <token>` with the \
+             token from the state dir's secrets/http-token (printed by `aiops up`)",
+        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("request body over the {MAX_BODY_BYTES}-byte limit"),
+        );
+    }
+    resp
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// `http(s)://localhost|127.x.x.x|[::1](:port)`; `null` (a sandboxed page) is not loopback.
+pub fn is_loopback_origin(origin: &HeaderValue) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, _)) => h,
+            None => return false,
+        }
+    } else {
+        rest.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins() {
+        for ok in [
+            "http://localhost:7300",
+            "http://127.0.0.1",
+            "https://127.0.0.2:8443",
+            "http://[::1]:7300",
+        ] {
+            assert!(is_loopback_origin(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "http://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io",
+            "null",
+            "file://",
+            "http://[::2]:80",
+        ] {
+            assert!(!is_loopback_origin(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}
