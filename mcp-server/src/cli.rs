@@ -40,6 +40,8 @@ pub enum Command {
     McpConfig,
     /// Benchmarks that print figures (MCP round trips; log queries against ripgrep).
     Bench(BenchArgs),
+    /// Inject, list and revert real, reversible faults (each with a lease).
+    Chaos(ChaosArgs),
     /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -59,6 +61,9 @@ pub struct UpArgs {
     /// How long to wait for every service to become healthy, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Expose the chaos tools to MCP clients of the daemon's HTTP listener.
+    #[arg(long)]
+    pub allow_chaos: bool,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +72,8 @@ pub struct DaemonArgs {
     pub http: SocketAddr,
     #[arg(long)]
     pub random_ports: bool,
+    #[arg(long)]
+    pub allow_chaos: bool,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +146,9 @@ pub struct ServeArgs {
     /// Start the sandbox first if it is not running (as `aiops up` would).
     #[arg(long)]
     pub up: bool,
+    /// Also expose the chaos tools (inject, status, stop faults) to the MCP client.
+    #[arg(long)]
+    pub allow_chaos: bool,
 }
 
 #[derive(Debug, Args)]
@@ -170,4 +180,51 @@ pub struct BenchLogsArgs {
     /// Size of the generated log file in MiB.
     #[arg(long, default_value_t = 1024)]
     pub size_mb: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    pub command: ChaosCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosCommand {
+    /// The fault catalogue.
+    List,
+    /// Inject a fault: `aiops chaos inject db_pool_exhaustion --param connections=60 --ttl 2m`.
+    Inject(ChaosInjectArgs),
+    /// Active and recently ended faults.
+    Status,
+    /// Revert one fault by id, or every active one with --all.
+    Stop(ChaosStopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosInjectArgs {
+    /// Fault id (see `aiops chaos list`).
+    pub fault: String,
+    /// Fault parameter as KEY=VALUE (repeatable); VALUE is read as JSON when it parses
+    /// (numbers, true/false), else as a string.
+    #[arg(long = "param", short = 'p')]
+    pub params: Vec<String>,
+    /// Lease: `90`, `90s`, `5m` or `1h` (1 s – 1 h). Default: the fault's own.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Print exactly what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosStopArgs {
+    /// Fault id (from `aiops chaos status`).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<String>,
+    /// Revert every active fault.
+    #[arg(long)]
+    pub all: bool,
 }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use aiops_chaos::ChaosEngine;
 use aiops_observe::Observer;
 use aiops_sandbox::control::{self, Endpoint};
 use aiops_sandbox::prepare::{PrepareOptions, prepare};
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DaemonArgs;
-use crate::mcp::AiopsServer;
+use crate::mcp::{AiopsServer, ServerOptions};
 
 pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     init_tracing();
@@ -55,14 +56,20 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     let dyn_rt: Arc<dyn Runtime> = Arc::new(runtime.clone());
     let observer = Observer::new(state.clone(), dyn_rt.clone());
     observer.start_sampler();
+    let chaos = ChaosEngine::new(state.clone(), dyn_rt.clone(), runtime.events().clone());
     let cancel = CancellationToken::new();
+    let options = ServerOptions {
+        allow_chaos: args.allow_chaos,
+    };
+    let server_state = state.clone();
     let app = control::router(
         dyn_rt,
         token.clone(),
         Arc::new(move || stop_for_api.notify_one()),
     )
+    .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
     .merge(crate::http::mcp_router(
-        move || AiopsServer::new(observer.clone()),
+        move || AiopsServer::new(observer.clone(), server_state.clone(), &options),
         token,
         cancel.clone(),
     ));
@@ -80,8 +87,9 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
 
     let starter = {
         let runtime = runtime.clone();
+        let chaos = chaos.clone();
         tokio::spawn(async move {
-            if let Err(error) = runtime.start_all().await {
+            if let Err(error) = start(&runtime, &chaos).await {
                 tracing::error!(message = "Sandbox start failed.", %error);
                 runtime
                     .events()
@@ -98,11 +106,37 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     }
     starter.abort();
     cancel.cancel();
+    // `aiops down` reverts every fault before the services stop.
+    match chaos.stop_all().await {
+        Ok(reverted) if !reverted.is_empty() => {
+            tracing::info!(message = "Reverted active faults.", count = reverted.len())
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(message = "Reverting faults failed.", %error),
+    }
     runtime.shutdown_all().await;
     server.abort();
     let _ = std::fs::remove_file(state.endpoint_file());
     let _ = std::fs::remove_file(state.daemon_pid_file());
     tracing::info!(message = "Daemon stopped.");
+    Ok(())
+}
+
+/// PostgreSQL first; then revert whatever faults a previous daemon left active (some need
+/// the database, and a corrupted .env must be restored before the target starts); then
+/// the rest; then leases start expiring.
+async fn start(runtime: &ProcessRuntime, chaos: &ChaosEngine) -> anyhow::Result<()> {
+    runtime.start_database().await?;
+    match chaos.reap().await {
+        Ok(reaped) if !reaped.is_empty() => tracing::warn!(
+            message = "Reverted faults left active by a previous run.",
+            count = reaped.len()
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::error!(message = "Reaping leftover faults failed.", %error),
+    }
+    runtime.start_services().await?;
+    chaos.spawn_lease_keeper();
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! and does nothing else. The work lives in `aiops-sandbox` and friends.
 
 mod bench;
+mod chaos_cmds;
 mod cli;
 mod daemon;
 mod http;
@@ -50,6 +51,7 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Serve(args) => serve::serve(&state, args).await,
             McpConfig => serve::mcp_config(&state),
             Bench(args) => bench::run(&state, args).await,
+            Chaos(args) => chaos_cmds::run(&state, args).await,
             Daemon(args) => daemon::run(state, args).await.map(|()| ExitCode::SUCCESS),
         }
     })

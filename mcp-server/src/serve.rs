@@ -12,7 +12,7 @@ use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
-use crate::mcp::AiopsServer;
+use crate::mcp::{AiopsServer, ServerOptions};
 
 pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // stdout may carry the protocol: every log goes to stderr.
@@ -21,11 +21,15 @@ pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode
         start_sandbox(state).await?;
     }
     let observer = Observer::new(state.clone(), Arc::new(DaemonRuntime::new(state.clone())));
+    let options = ServerOptions {
+        allow_chaos: args.allow_chaos,
+    };
+    let server_state = state.clone();
     observer.start_sampler();
     match args.http {
         None => {
             tracing::info!(message = "Serving MCP over stdio.", state_dir = %state.root().display());
-            let running = AiopsServer::new(observer)
+            let running = AiopsServer::new(observer, state.clone(), &options)
                 .serve(rmcp::transport::stdio())
                 .await
                 .context("MCP initialisation over stdio failed")?;
@@ -36,7 +40,7 @@ pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode
             let token = secrets::get_or_create(state, secret::HTTP_TOKEN, 32)?;
             let cancel = CancellationToken::new();
             let app = crate::http::mcp_router(
-                move || AiopsServer::new(observer.clone()),
+                move || AiopsServer::new(observer.clone(), server_state.clone(), &options),
                 token,
                 cancel.clone(),
             );

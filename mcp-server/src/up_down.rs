@@ -27,6 +27,7 @@ pub async fn up(state: &StateDir, args: UpArgs) -> anyhow::Result<ExitCode> {
             DaemonArgs {
                 http: args.http,
                 random_ports: args.random_ports,
+                allow_chaos: args.allow_chaos,
             },
         )
         .await?;
@@ -59,6 +60,9 @@ pub async fn up(state: &StateDir, args: UpArgs) -> anyhow::Result<ExitCode> {
         .stderr(Stdio::from(log));
     if args.random_ports {
         cmd.arg("--random-ports");
+    }
+    if args.allow_chaos {
+        cmd.arg("--allow-chaos");
     }
     {
         use std::os::unix::process::CommandExt;

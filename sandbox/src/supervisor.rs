@@ -74,7 +74,7 @@ impl Slot {
 
 struct Shared {
     prepared: Prepared,
-    events: EventLog,
+    events: Arc<EventLog>,
     slots: Mutex<BTreeMap<String, Slot>>,
     changed: Notify,
     http: reqwest::Client,
@@ -116,7 +116,7 @@ impl ProcessRuntime {
             })
             .collect();
         let shared = Arc::new(Shared {
-            events: EventLog::open(&prepared.state.events_file()),
+            events: Arc::new(EventLog::open(&prepared.state.events_file())),
             prepared,
             slots: Mutex::new(slots),
             changed: Notify::new(),
@@ -132,7 +132,9 @@ impl ProcessRuntime {
         rt
     }
 
-    pub fn events(&self) -> &EventLog {
+    /// The sandbox timeline; shared with whoever else records events in this process
+    /// (faults, actions).
+    pub fn events(&self) -> &Arc<EventLog> {
         &self.shared.events
     }
 
@@ -172,10 +174,22 @@ impl ProcessRuntime {
     /// Start every service in dependency order: PostgreSQL first (and the app database
     /// once it answers), then the rest.
     pub async fn start_all(&self) -> Result<()> {
+        self.start_database().await?;
+        self.start_services().await
+    }
+
+    /// PostgreSQL, healthy, with the app role and database in place. Split from
+    /// [`Self::start_services`] so the daemon can revert leftover faults (some need the
+    /// database) before the target starts.
+    pub async fn start_database(&self) -> Result<()> {
         self.start_service(svc::POSTGRES).await?;
         self.wait_healthy(svc::POSTGRES, Duration::from_secs(30))
             .await?;
-        self.ensure_app_database().await?;
+        self.ensure_app_database().await
+    }
+
+    /// Every service but PostgreSQL, in dependency order.
+    pub async fn start_services(&self) -> Result<()> {
         let topology = self.shared.prepared.topology.clone();
         for spec in topology.start_order() {
             if spec.name != svc::POSTGRES {

@@ -7,10 +7,12 @@
 //! read and react to (no sandbox running, database unreachable) is a tool result with
 //! `isError: true`.
 
+mod chaos_tools;
 mod observe_tools;
 mod prompts;
 
 use aiops_observe::{ObserveError, Observer, Summary};
+use aiops_sandbox::StateDir;
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -39,21 +41,39 @@ All observation tools are read-only and safe to call at any time. Lists are pagi
 when a result says `truncated: true`, pass its `next_cursor` to get more. Secrets \
 (passwords, tokens, signing keys) are never shown.";
 
+/// What a server instance may expose.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Register the chaos tools (`--allow-chaos`).
+    pub allow_chaos: bool,
+}
+
 /// The `aiops` MCP server.
 #[derive(Clone)]
 pub struct AiopsServer {
     observer: Observer,
+    state: StateDir,
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
 }
 
 impl AiopsServer {
-    pub fn new(observer: Observer) -> Self {
+    pub fn new(observer: Observer, state: StateDir, options: &ServerOptions) -> Self {
+        let mut tool_router = Self::observe_router();
+        if options.allow_chaos {
+            tool_router += Self::chaos_router();
+        }
         Self {
             observer,
-            tool_router: Self::observe_router(),
+            state,
+            tool_router,
             prompt_router: Self::prompt_router(),
         }
+    }
+
+    /// The daemon's chaos API, when a daemon runs.
+    fn chaos_client(&self) -> Option<aiops_chaos::ChaosClient> {
+        aiops_chaos::ChaosClient::from_state(&self.state).ok()
     }
 }
 
