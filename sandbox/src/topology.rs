@@ -151,19 +151,21 @@ pub fn port_is_free(port: u16) -> bool {
     TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
+/// A free port below the kernel's ephemeral range (32768+ on Linux): a port taken from
+/// that range and released can be handed out again as the source port of any outgoing
+/// connection before our service binds it, which made parallel sandboxes flaky.
 fn free_port(avoid: &[u16]) -> Result<u16> {
-    for _ in 0..32 {
-        let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| Error::Other(format!("cannot find a free port: {e}")))?;
-        let port = l
-            .local_addr()
-            .map_err(|e| Error::Other(format!("cannot find a free port: {e}")))?
-            .port();
-        if !avoid.contains(&port) {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(20_000..32_000u16);
+        if !avoid.contains(&port) && port_is_free(port) {
             return Ok(port);
         }
     }
-    Err(Error::Other("cannot find a free port".into()))
+    Err(Error::Other(
+        "cannot find a free port in 20000–31999 after 200 tries".into(),
+    ))
 }
 
 pub const DATABASE_NAME: &str = "shop";
