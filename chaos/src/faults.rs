@@ -28,10 +28,12 @@ use crate::{EffectCheck, GroundTruth};
 const VERIFY_LIMIT: Duration = Duration::from_secs(15);
 const HEALTHY_LIMIT: Duration = Duration::from_secs(45);
 
+// Realistic application names: an agent under test must find the cause from what the
+// sessions do, not from a name that says "chaos".
 /// `application_name` of the sessions faults hold; reverts terminate by these names.
-pub(crate) const POOL_HOG_APP: &str = "aiops-chaos-pool-hog";
-pub(crate) const LOCKER_APP: &str = "aiops-chaos-locker";
-pub(crate) const LONG_TX_APP: &str = "aiops-chaos-long-tx";
+pub(crate) const POOL_HOG_APP: &str = "report-export";
+pub(crate) const LOCKER_APP: &str = "maintenance-reindex";
+pub(crate) const LONG_TX_APP: &str = "billing-sync";
 /// Where `failed_migration` keeps the dropped column's data until the revert.
 pub(crate) const MIGRATION_BACKUP_TABLE: &str = "aiops_chaos_backup_products_description";
 
@@ -116,7 +118,7 @@ impl Kind {
                 target: svc::POSTGRES,
                 component: "postgres",
                 description: "Opens `connections` sessions as the app role (application_name \
-                    aiops-chaos-pool-hog) that sit idle in transaction, lowers the role's \
+                    report-export) that sit idle in transaction, lowers the role's \
                     CONNECTION LIMIT to that number so they hold every slot, and terminates the \
                     target's own sessions: the target's pool cannot open a connection, requests \
                     and /readyz fail (DB_UNAVAILABLE / DB_POOL_TIMEOUT). Revert: close and \
@@ -176,7 +178,7 @@ impl Kind {
                 id: "lock_contention",
                 target: svc::POSTGRES,
                 component: "postgres",
-                description: "A session of the app role (application_name aiops-chaos-locker) \
+                description: "A session of the app role (application_name maintenance-reindex) \
                     takes LOCK TABLE products IN ACCESS EXCLUSIVE MODE inside an open \
                     transaction: product queries wait and fail with DB_TIMEOUT after the \
                     statement timeout; pg_locks shows the waiters. Revert: roll back and \
@@ -189,7 +191,7 @@ impl Kind {
                 id: "long_transaction",
                 target: svc::POSTGRES,
                 component: "postgres",
-                description: "A session of the app role (application_name aiops-chaos-long-tx) \
+                description: "A session of the app role (application_name billing-sync) \
                     locks products 1..=rows FOR UPDATE and stays idle in transaction: orders \
                     for those products wait and fail with DB_TIMEOUT; reads still work. \
                     Revert: roll back and terminate that session.",
@@ -550,7 +552,7 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
                 "ALTER ROLE {user} PASSWORD '<random 48 hex chars>' as the admin role"
             )];
             if p.flag("terminate_sessions") {
-                plan.push(format!("pg_terminate_backend every session of {user} except aiops-chaos-* ones (target-app, target-app-worker)"));
+                plan.push(format!("pg_terminate_backend every session of {user} except sessions other faults hold (target-app, target-app-worker)"));
             }
             plan.push(format!(
                 "revert: ALTER ROLE {user} PASSWORD '<the sandbox secret pg-app-password>'"
@@ -877,9 +879,10 @@ pub(crate) async fn apply(
             if p.flag("terminate_sessions") {
                 sqlx::query(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                     WHERE usename = $1 AND application_name NOT LIKE 'aiops-chaos%'",
+                     WHERE usename = $1 AND application_name <> ALL($2)",
                 )
                 .bind(&user)
+                .bind(vec![POOL_HOG_APP, LOCKER_APP, LONG_TX_APP])
                 .execute(&mut admin)
                 .await
                 .map_err(|e| format!("terminate the app role's sessions: {e}"))?;
@@ -1014,7 +1017,9 @@ pub(crate) async fn revert(
                 .start(svc::POSTGRES)
                 .await
                 .map_err(|e| format!("start postgres: {e}"))?;
-            ctx.wait_postgres(HEALTHY_LIMIT).await
+            ctx.wait_postgres(HEALTHY_LIMIT).await?;
+            // Reverted means the supervisor sees it healthy too, not only that a login works.
+            ctx.wait_healthy(svc::POSTGRES, HEALTHY_LIMIT).await
         }
         ApiDown => target_up(ctx, false).await,
         Latency | HighCpu | LogStorm | MemoryLeak => {

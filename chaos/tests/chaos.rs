@@ -20,7 +20,7 @@ async fn database_faults_break_the_target_and_revert_cleanly() {
     // Pool exhaustion: 40 idle-in-transaction sessions hold the role's slots.
     let out = env.inject("db_pool_exhaustion", json!({})).await;
     let record = out.record.unwrap();
-    assert_eq!(env.sessions_named("aiops-chaos-pool-hog").await, 40);
+    assert_eq!(env.sessions_named("report-export").await, 40);
     assert_eq!(env.readyz().await.0, 503);
     assert_eq!(record.label.component, "postgres");
     assert!(record.label.mechanism.contains("40 foreign sessions"));
@@ -59,7 +59,7 @@ async fn database_faults_break_the_target_and_revert_cleanly() {
 
     // Lock contention: product listings wait on the ACCESS EXCLUSIVE lock.
     let out = env.inject("lock_contention", json!({})).await;
-    assert_eq!(env.sessions_named("aiops-chaos-locker").await, 1);
+    assert_eq!(env.sessions_named("maintenance-reindex").await, 1);
     let started = Instant::now();
     let (status, code) = env.get("/api/v1/products?limit=1").await;
     assert_eq!((status, code.as_deref()), (503, Some("DB_TIMEOUT")));
@@ -72,10 +72,10 @@ async fn database_faults_break_the_target_and_revert_cleanly() {
 
     // Long transaction: row locks on products 1..=10.
     let out = env.inject("long_transaction", json!({"rows": 10})).await;
-    assert_eq!(env.sessions_named("aiops-chaos-long-tx").await, 1);
+    assert_eq!(env.sessions_named("billing-sync").await, 1);
     let mut admin = env.admin().await;
     let state: String = sqlx::query_scalar(
-        "SELECT state FROM pg_stat_activity WHERE application_name = 'aiops-chaos-long-tx'",
+        "SELECT state FROM pg_stat_activity WHERE application_name = 'billing-sync'",
     )
     .fetch_one(&mut admin)
     .await

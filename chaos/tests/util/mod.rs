@@ -112,7 +112,7 @@ impl Env {
     pub async fn chaos_sessions(&self) -> i64 {
         let mut c = self.admin().await;
         sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'aiops-chaos-%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('report-export', 'maintenance-reindex', 'billing-sync')",
         )
         .fetch_one(&mut c)
         .await
