@@ -42,6 +42,16 @@ pub enum Command {
     Bench(BenchArgs),
     /// Inject, list and revert real, reversible faults (each with a lease).
     Chaos(ChaosArgs),
+    /// Run a remediation action (plan → policy → audit → execute → verify).
+    Action(ActionArgs),
+    /// List actions waiting for a human's approval.
+    Approvals,
+    /// Approve a pending action (the agent then re-runs it with the approval id).
+    Approve(DecideArgs),
+    /// Deny a pending action.
+    Deny(DecideArgs),
+    /// Print the audit log (every action, dry run, refusal), -f to follow.
+    Audit(AuditArgs),
     /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -149,6 +159,9 @@ pub struct ServeArgs {
     /// Also expose the chaos tools (inject, status, stop faults) to the MCP client.
     #[arg(long)]
     pub allow_chaos: bool,
+    /// Hide every tool that changes anything (remediation and chaos): observe only.
+    #[arg(long, conflicts_with = "allow_chaos")]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -227,4 +240,38 @@ pub struct ChaosStopArgs {
     /// Revert every active fault.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Action name, e.g. restart_service, kill_db_sessions, restore_config.
+    pub action: String,
+    /// Parameter as KEY=VALUE (repeatable); VALUE is JSON when it parses, else a string.
+    #[arg(long = "param", short = 'p')]
+    pub params: Vec<String>,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run an action a human approved.
+    #[arg(long)]
+    pub approval_id: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The approval id (from `aiops approvals` or the tool's answer).
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many entries from the end.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub lines: usize,
+    /// Keep printing new entries.
+    #[arg(short, long)]
+    pub follow: bool,
 }

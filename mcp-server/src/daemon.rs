@@ -60,7 +60,10 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let options = ServerOptions {
         allow_chaos: args.allow_chaos,
+        read_only: false,
     };
+    let events = runtime.events().clone();
+    let mcp_runtime = dyn_rt.clone();
     let server_state = state.clone();
     let app = control::router(
         dyn_rt,
@@ -69,7 +72,15 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     )
     .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
     .merge(crate::http::mcp_router(
-        move || AiopsServer::new(observer.clone(), server_state.clone(), &options),
+        move || {
+            AiopsServer::new(
+                observer.clone(),
+                server_state.clone(),
+                mcp_runtime.clone(),
+                events.clone(),
+                &options,
+            )
+        },
         token,
         cancel.clone(),
     ));

@@ -11,6 +11,7 @@ mod http;
 mod load;
 mod mcp;
 mod output;
+mod remediation_cmds;
 mod serve;
 mod service_cmds;
 mod sse;
@@ -52,6 +53,11 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             McpConfig => serve::mcp_config(&state),
             Bench(args) => bench::run(&state, args).await,
             Chaos(args) => chaos_cmds::run(&state, args).await,
+            Action(args) => remediation_cmds::action(&state, args).await,
+            Approvals => remediation_cmds::approvals(&state),
+            Approve(args) => remediation_cmds::decide(&state, args, true),
+            Deny(args) => remediation_cmds::decide(&state, args, false),
+            Audit(args) => remediation_cmds::audit(&state, args).await,
             Daemon(args) => daemon::run(state, args).await.map(|()| ExitCode::SUCCESS),
         }
     })

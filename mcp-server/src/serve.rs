@@ -4,9 +4,10 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 
 use aiops_observe::Observer;
-use aiops_sandbox::StateDir;
 use aiops_sandbox::control::DaemonRuntime;
+use aiops_sandbox::events::EventLog;
 use aiops_sandbox::secrets::{self, names as secret};
+use aiops_sandbox::{Runtime, StateDir};
 use anyhow::Context;
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
@@ -20,16 +21,20 @@ pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode
     if args.up && crate::up_down::running_daemon(state).is_none() {
         start_sandbox(state).await?;
     }
-    let observer = Observer::new(state.clone(), Arc::new(DaemonRuntime::new(state.clone())));
+    let runtime: Arc<dyn Runtime> = Arc::new(DaemonRuntime::new(state.clone()));
+    let observer = Observer::new(state.clone(), runtime.clone());
+    state.create()?;
+    let events = Arc::new(EventLog::open(&state.events_file()));
     let options = ServerOptions {
         allow_chaos: args.allow_chaos,
+        read_only: args.read_only,
     };
     let server_state = state.clone();
     observer.start_sampler();
     match args.http {
         None => {
             tracing::info!(message = "Serving MCP over stdio.", state_dir = %state.root().display());
-            let running = AiopsServer::new(observer, state.clone(), &options)
+            let running = AiopsServer::new(observer, state.clone(), runtime, events, &options)
                 .serve(rmcp::transport::stdio())
                 .await
                 .context("MCP initialisation over stdio failed")?;
@@ -40,7 +45,15 @@ pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode
             let token = secrets::get_or_create(state, secret::HTTP_TOKEN, 32)?;
             let cancel = CancellationToken::new();
             let app = crate::http::mcp_router(
-                move || AiopsServer::new(observer.clone(), server_state.clone(), &options),
+                move || {
+                    AiopsServer::new(
+                        observer.clone(),
+                        server_state.clone(),
+                        runtime.clone(),
+                        events.clone(),
+                        &options,
+                    )
+                },
                 token,
                 cancel.clone(),
             );

@@ -165,6 +165,7 @@ const CONFORMANCE_MUST_PASS: &[&str] = &[
     "server-initialize",
     "ping",
     "tools-list",
+    "resources-list",
     "prompts-list",
     "server-sse-polling",
     "server-sse-multiple-streams",

@@ -388,3 +388,82 @@ async fn legacy_sse_transport_initialises_and_calls_a_tool() {
         .expect("POST");
     assert_eq!(r.status(), 404);
 }
+
+/// Runbooks are served as resources (listed, with a template), searchable, and every tool
+/// and argument they name exists on the server: a runbook that names a tool or argument
+/// the server does not have fails this test.
+#[tokio::test(flavor = "multi_thread")]
+async fn runbooks_are_resources_searchable_and_name_only_real_tools() {
+    use rmcp::model::ReadResourceRequestParams;
+    let sb = Sandbox::new();
+    sb.up();
+    let client = stdio_client(&sb).await;
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let resources = client.list_all_resources().await.expect("resources/list");
+    let runbook_uris: Vec<String> = resources
+        .iter()
+        .map(|r| r.uri.clone())
+        .filter(|u| u.starts_with("runbook://"))
+        .collect();
+    assert!(runbook_uris.len() >= 15, "{runbook_uris:?}");
+    let templates = client
+        .list_all_resource_templates()
+        .await
+        .expect("resources/templates/list");
+    assert!(
+        templates.iter().any(|t| t.uri_template == "runbook://{id}"),
+        "{templates:?}"
+    );
+
+    let mut problems = Vec::new();
+    for uri in &runbook_uris {
+        let read = client
+            .read_resource(ReadResourceRequestParams::new(uri.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("read {uri}: {e}"));
+        let text = match &read.contents[0] {
+            rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
+            other => panic!("{uri} is not text: {other:?}"),
+        };
+        let id = uri.trim_start_matches("runbook://");
+        let rb = aiops_runbooks::parse(&format!("{id}.md"), &text)
+            .unwrap_or_else(|e| panic!("{uri} does not parse: {e}"));
+        for (tool, args) in rb.tool_calls() {
+            let Some(t) = tools.iter().find(|t| t.name == tool) else {
+                problems.push(format!("{id}: tool `{tool}` does not exist"));
+                continue;
+            };
+            let props = t
+                .input_schema
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .cloned()
+                .unwrap_or_default();
+            for key in args.keys() {
+                if !props.contains_key(key) {
+                    problems.push(format!("{id}: `{tool}` has no argument `{key}`"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "runbooks name what the server lacks:\n{}",
+        problems.join("\n")
+    );
+
+    let hits = call_ok(
+        &client,
+        "search_runbooks",
+        json!({"query": "DB_POOL_TIMEOUT pool exhausted"}),
+    )
+    .await;
+    assert_eq!(hits["hits"][0]["id"], "db_pool_exhaustion", "{hits:#}");
+    let err = call(&client, "search_runbooks", json!({"query": ""})).await;
+    assert!(err.is_err(), "an empty query is invalid_params");
+    let missing = client
+        .read_resource(ReadResourceRequestParams::new("runbook://no_such_runbook"))
+        .await;
+    assert!(missing.is_err(), "an unknown runbook is an error");
+    let _ = client.cancel().await;
+}

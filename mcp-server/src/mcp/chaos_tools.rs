@@ -6,7 +6,6 @@
 //! the cause itself.
 
 use aiops_chaos::{FaultInfo, FaultRecord, InjectRequest};
-use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::{ErrorData, tool, tool_router};
@@ -86,7 +85,7 @@ impl AiopsServer {
         description = "List the faults this sandbox can inject: id, class, which service it \
 targets, what it does, its parameters (JSON schema with defaults) and its default lease. \
 Read-only.",
-        output_schema = schema_for_output::<FaultCatalogue>(),
+        output_schema = super::output_schema::<FaultCatalogue>(),
         annotations(
             title = "List chaos faults",
             read_only_hint = true,
@@ -118,7 +117,7 @@ demos): e.g. exhaust the database pool, rotate the app's DB password, stop Postg
 a table lock, kill the API, add latency. The fault holds a lease and is reverted \
 automatically when it expires, or by `chaos_stop`. With `dry_run: true` it only returns the \
 exact plan. This breaks the system on purpose: use only when asked to run a drill.",
-        output_schema = schema_for_output::<aiops_chaos::InjectOutcome>(),
+        output_schema = super::output_schema::<aiops_chaos::InjectOutcome>(),
         annotations(
             title = "Inject a fault",
             read_only_hint = false,
@@ -170,7 +169,7 @@ exact plan. This breaks the system on purpose: use only when asked to run a dril
     #[tool(
         description = "Faults currently injected (and recently ended): id, fault, target \
 service, state, when the lease expires, how it ended. Read-only.",
-        output_schema = schema_for_output::<FaultStatusList>(),
+        output_schema = super::output_schema::<FaultStatusList>(),
         annotations(
             title = "Chaos status",
             read_only_hint = true,
@@ -200,7 +199,7 @@ service, state, when the lease expires, how it ended. Read-only.",
     #[tool(
         description = "Revert an injected fault now (by `id`), or every active fault \
 (`all: true`). Safe to repeat: stopping an already reverted fault changes nothing.",
-        output_schema = schema_for_output::<FaultStatusList>(),
+        output_schema = super::output_schema::<FaultStatusList>(),
         annotations(
             title = "Stop a fault",
             read_only_hint = false,

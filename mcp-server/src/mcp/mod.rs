@@ -10,12 +10,23 @@
 mod chaos_tools;
 mod observe_tools;
 mod prompts;
+mod remediation_tools;
+mod runbook_tools;
 
 use aiops_observe::{ObserveError, Observer, Summary};
-use aiops_sandbox::StateDir;
+use std::sync::Arc;
+
+use aiops_sandbox::events::EventLog;
+use aiops_sandbox::{Runtime, StateDir};
+use rmcp::RoleServer;
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
 use rmcp::{ErrorData, ServerHandler, prompt_handler, tool_handler};
 
 /// What the server tells an agent at initialisation.
@@ -46,6 +57,8 @@ when a result says `truncated: true`, pass its `next_cursor` to get more. Secret
 pub struct ServerOptions {
     /// Register the chaos tools (`--allow-chaos`).
     pub allow_chaos: bool,
+    /// Hide every tool that changes anything (`--read-only`).
+    pub read_only: bool,
 }
 
 /// The `aiops` MCP server.
@@ -53,22 +66,46 @@ pub struct ServerOptions {
 pub struct AiopsServer {
     observer: Observer,
     state: StateDir,
+    runtime: Arc<dyn Runtime>,
+    events: Arc<EventLog>,
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
 }
 
 impl AiopsServer {
-    pub fn new(observer: Observer, state: StateDir, options: &ServerOptions) -> Self {
-        let mut tool_router = Self::observe_router();
-        if options.allow_chaos {
+    pub fn new(
+        observer: Observer,
+        state: StateDir,
+        runtime: Arc<dyn Runtime>,
+        events: Arc<EventLog>,
+        options: &ServerOptions,
+    ) -> Self {
+        let mut tool_router = Self::observe_router()
+            + Self::runbook_router()
+            + remediation_tools::remediation_router(options.read_only);
+        if options.allow_chaos && !options.read_only {
             tool_router += Self::chaos_router();
         }
         Self {
             observer,
             state,
+            runtime,
+            events,
             tool_router,
             prompt_router: Self::prompt_router(),
         }
+    }
+
+    /// The remediation library for this sandbox; the policy file is read at each call, so
+    /// an edit to `aiops.toml` applies at once (and a broken one is reported, not ignored).
+    fn remediator(
+        &self,
+    ) -> Result<aiops_remediation::Remediator, aiops_remediation::RemediationError> {
+        aiops_remediation::Remediator::new(
+            self.state.clone(),
+            self.runtime.clone(),
+            self.events.clone(),
+        )
     }
 
     /// The daemon's chaos API, when a daemon runs.
@@ -85,6 +122,7 @@ impl ServerHandler for AiopsServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_prompts()
+                .enable_resources()
                 .build(),
         )
         .with_server_info(
@@ -92,6 +130,106 @@ impl ServerHandler for AiopsServer {
                 .with_title("aiops: operate a sandboxed mini-production system"),
         )
         .with_instructions(INSTRUCTIONS.to_string())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut resources: Vec<Resource> = vec![
+            Resource::new("audit://log", "audit-log")
+                .with_title("Audit log")
+                .with_description(
+                    "The last 200 audit entries, JSON lines: every remediation action, dry \
+                     run and refusal, with caller, arguments (secrets redacted), policy \
+                     decision, result and verification.",
+                )
+                .with_mime_type("application/jsonl"),
+        ];
+        resources.extend(runbook_tools::RUNBOOKS.runbooks().map(|rb| {
+            Resource::new(format!("runbook://{}", rb.id), rb.id.clone())
+                .with_title(rb.title.clone())
+                .with_description(format!(
+                    "Runbook ({} severity, component {}) for: {}",
+                    rb.severity,
+                    rb.component,
+                    if rb.fault_classes.is_empty() {
+                        rb.id.clone()
+                    } else {
+                        rb.fault_classes.join(", ")
+                    }
+                ))
+                .with_mime_type("text/markdown")
+        }));
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new("runbook://{id}", "runbook")
+                .with_title("Runbook by id")
+                .with_description(
+                    "A runbook in Markdown with YAML front matter (symptoms, diagnosis, \
+                     remediation steps with tool arguments and verification, escalation, \
+                     prevention). Find ids with `search_runbooks`.",
+                )
+                .with_mime_type("text/markdown"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri.as_str();
+        if uri == "audit://log" {
+            let lines = self
+                .remediator()
+                .and_then(|r| r.audit_tail(200))
+                .map_err(|e| {
+                    ErrorData::internal_error(format!("cannot read the audit log: {e}"), None)
+                })?;
+            let text = lines
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Ok(ReadResourceResult::new(vec![
+                ResourceContents::text(text, uri).with_mime_type("application/jsonl"),
+            ])
+            .into());
+        }
+        let Some(id) = uri.strip_prefix("runbook://") else {
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "unknown resource `{uri}`: resources here are audit://log and runbook://{{id}}"
+                ),
+                None,
+            ));
+        };
+        match aiops_runbooks::raw(id) {
+            Some(text) => Ok(ReadResourceResult::new(vec![
+                ResourceContents::text(text, uri).with_mime_type("text/markdown"),
+            ])
+            .into()),
+            None => Err(ErrorData::resource_not_found(
+                format!(
+                    "no runbook `{id}`; known: {}",
+                    runbook_tools::RUNBOOKS
+                        .runbooks()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None,
+            )),
+        }
     }
 }
 
@@ -119,5 +257,54 @@ where
         Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(
             e.to_string(),
         )])),
+    }
+}
+
+/// The output schema of `T`, with boolean sub-schemas (`true`, which schemars emits for a
+/// free-form JSON value) written as the equivalent `{}`: some clients validate tool
+/// schemas strictly and reject the boolean form.
+pub(crate) fn output_schema<T: schemars::JsonSchema + std::any::Any>()
+-> Arc<rmcp::model::JsonObject> {
+    fn normalize(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    let holds_schemas = matches!(
+                        key.as_str(),
+                        "properties" | "$defs" | "definitions" | "patternProperties"
+                    );
+                    if holds_schemas {
+                        if let serde_json::Value::Object(schemas) = child {
+                            for s in schemas.values_mut() {
+                                if s.is_boolean() {
+                                    *s = serde_json::json!({});
+                                } else {
+                                    normalize(s);
+                                }
+                            }
+                        }
+                    } else if matches!(key.as_str(), "items" | "additionalProperties")
+                        && child.as_bool() == Some(true)
+                    {
+                        *child = serde_json::json!({});
+                    } else {
+                        normalize(child);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(normalize),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::Value::Object(
+        rmcp::handler::server::common::schema_for_output::<T>()
+            .as_ref()
+            .clone(),
+    );
+    normalize(&mut value);
+    match value {
+        serde_json::Value::Object(map) => Arc::new(map),
+        // normalize() never changes the top level's kind.
+        _ => rmcp::handler::server::common::schema_for_output::<T>(),
     }
 }

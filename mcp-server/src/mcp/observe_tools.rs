@@ -5,7 +5,6 @@ use aiops_observe::{
     HealthReport, IncidentSnapshot, LogQuery, LogQueryResult, MetricsQuery, MetricsReport,
     ProcessStatsReport, SandboxStatus,
 };
-use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::{ErrorData, tool, tool_router};
@@ -21,7 +20,7 @@ and lock chains, process resource use, disk space and config validity, then list
 anomalies: each with the signal, the observed value, the threshold it crossed, severity, \
 the component involved and concrete evidence (log lines, pids and queries, figures). \
 Parts that cannot be gathered are reported as errors inside the snapshot. Read-only.",
-        output_schema = schema_for_output::<IncidentSnapshot>(),
+        output_schema = super::output_schema::<IncidentSnapshot>(),
         annotations(
             title = "Incident snapshot",
             read_only_hint = true,
@@ -40,7 +39,7 @@ upstream-primary, upstream-fallback): running/stopped/exited/backoff/failed, pid
 restart count, last exit (code or signal), whether the kernel OOM-killed it, and the \
 supervisor's health verdict. Use it to see whether something crashed or keeps restarting. \
 Read-only.",
-        output_schema = schema_for_output::<SandboxStatus>(),
+        output_schema = super::output_schema::<SandboxStatus>(),
         annotations(
             title = "Sandbox status",
             read_only_hint = true,
@@ -59,7 +58,7 @@ database reachable, migrations current, upstream reachable), the target's own he
 report (/api/v1/health), a direct database login, and each upstream. Each probe returns \
 ok/failed, latency in ms and the reason when failed; plus an overall healthy, degraded or \
 unhealthy. Use after any change to verify it worked. Read-only.",
-        output_schema = schema_for_output::<HealthReport>(),
+        output_schema = super::output_schema::<HealthReport>(),
         annotations(
             title = "Check health",
             read_only_hint = true,
@@ -78,7 +77,7 @@ from samples the server takes every second: request rate, error rate (5xx %, and
 status), latency p50/p95/p99 in ms, connection pool size/in use/idle with acquire waits and \
 timeouts, cache hit ratio, job queue depth, application errors by code, JWT rejections, and \
 CPU % and memory (RSS) per service. Compare windows before and after a change. Read-only.",
-        output_schema = schema_for_output::<MetricsReport>(),
+        output_schema = super::output_schema::<MetricsReport>(),
         annotations(
             title = "Get metrics",
             read_only_hint = true,
@@ -102,7 +101,7 @@ DB_POOL_TIMEOUT, DB_AUTH_FAILED, UPSTREAM_UNAVAILABLE, CACHE_CORRUPT), a regex o
 substring. Returns at most `limit` lines (default 50, max 500) plus counts by error code and \
 level over all matches; when `truncated` is true pass `next_cursor` for older lines. \
 Read-only.",
-        output_schema = schema_for_output::<LogQueryResult>(),
+        output_schema = super::output_schema::<LogQueryResult>(),
         annotations(
             title = "Query logs",
             read_only_hint = true,
@@ -125,7 +124,7 @@ long, with queries), long-running queries and idle-in-transaction sessions over 
 threshold, database size, and migration status. Use it for pool exhaustion, lock \
 contention, long transactions, auth or migration problems. Answers 'database unreachable' \
 quickly when PostgreSQL is down. Read-only.",
-        output_schema = schema_for_output::<DbDiagnostics>(),
+        output_schema = super::output_schema::<DbDiagnostics>(),
         annotations(
             title = "Database diagnostics",
             read_only_hint = true,
@@ -145,7 +144,7 @@ quickly when PostgreSQL is down. Read-only.",
         description = "Resource use of each sandbox service's process tree: CPU % of one \
 core, resident memory, threads, open file descriptors, child processes and memory limit. \
 Use it for high CPU, memory leaks and runaway processes. Read-only.",
-        output_schema = schema_for_output::<ProcessStatsReport>(),
+        output_schema = super::output_schema::<ProcessStatsReport>(),
         annotations(
             title = "Process stats",
             read_only_hint = true,
@@ -162,7 +161,7 @@ Use it for high CPU, memory leaks and runaway processes. Read-only.",
         description = "Size of the sandbox's directories (logs, cache, database, run) and \
 free space on the file systems that hold them, flagging any under 10 % free. Use it when \
 writes fail or logs mention no space left on device. Read-only.",
-        output_schema = schema_for_output::<DiskUsageReport>(),
+        output_schema = super::output_schema::<DiskUsageReport>(),
         annotations(
             title = "Disk usage",
             read_only_hint = true,
@@ -181,7 +180,7 @@ its schema (required keys, ranges, allowed values), unknown keys flagged, and a 
 against the last configuration with which the target was healthy (last-known-good). \
 Secret values are redacted. Use it when the target will not start or misbehaves after a \
 change. Read-only.",
-        output_schema = schema_for_output::<ConfigReport>(),
+        output_schema = super::output_schema::<ConfigReport>(),
         annotations(
             title = "Inspect config",
             read_only_hint = true,
@@ -199,7 +198,7 @@ change. Read-only.",
 (with code or signal), automatic restarts, crash loops, health transitions and \
 configuration saves. Filter by kind, service and time; paginated with `next_cursor`. Use \
 it to line up when things changed. Read-only.",
-        output_schema = schema_for_output::<EventPage>(),
+        output_schema = super::output_schema::<EventPage>(),
         annotations(
             title = "List events",
             read_only_hint = true,
