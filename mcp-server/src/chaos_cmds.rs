@@ -9,7 +9,7 @@ use aiops_sandbox::StateDir;
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use crate::cli::{ChaosArgs, ChaosCommand, ChaosInjectArgs, ChaosStopArgs};
+use crate::cli::{ChaosArgs, ChaosCommand, ChaosInjectArgs, ChaosMonkeyArgs, ChaosStopArgs};
 
 pub async fn run(state: &StateDir, args: ChaosArgs) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -17,6 +17,7 @@ pub async fn run(state: &StateDir, args: ChaosArgs) -> anyhow::Result<ExitCode> 
         ChaosCommand::Inject(a) => inject(state, a).await,
         ChaosCommand::Status => status(state).await,
         ChaosCommand::Stop(a) => stop(state, a).await,
+        ChaosCommand::Monkey(a) => monkey(state, a).await,
     }
 }
 
@@ -184,6 +185,122 @@ async fn stop(state: &StateDir, args: ChaosStopArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The faults a monkey draws from, in catalogue order (so a seed means the same thing on
+/// every machine), or an error naming the unknown ones.
+pub fn monkey_allow_list(requested: &[String]) -> anyhow::Result<Vec<String>> {
+    let catalogue: Vec<String> = ChaosEngine::catalogue().into_iter().map(|f| f.id).collect();
+    if requested.is_empty() {
+        return Ok(catalogue);
+    }
+    let unknown: Vec<&String> = requested
+        .iter()
+        .filter(|f| !catalogue.contains(f))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "unknown fault(s) {unknown:?} in --faults; known: {}",
+            catalogue.join(", ")
+        );
+    }
+    Ok(catalogue
+        .into_iter()
+        .filter(|f| requested.contains(f))
+        .collect())
+}
+
+/// The sequence of faults a seed gives.
+pub fn monkey_sequence(allow: &[String], seed: u64, n: usize) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| allow[rng.random_range(0..allow.len())].clone())
+        .collect()
+}
+
+async fn monkey(state: &StateDir, args: ChaosMonkeyArgs) -> anyhow::Result<ExitCode> {
+    let every = parse_ttl(&args.every)?;
+    let allow = monkey_allow_list(&args.faults)?;
+    let c = client(state)?;
+    let defaults: std::collections::HashMap<String, u64> = ChaosEngine::catalogue()
+        .into_iter()
+        .map(|f| (f.id, f.default_ttl_s))
+        .collect();
+    println!(
+        "Chaos monkey: one fault every {every} s from [{}], seed {}{}. Ctrl-C stops it (active faults keep their lease).",
+        allow.join(", "),
+        args.seed,
+        args.count
+            .map(|n| format!(", {n} injections"))
+            .unwrap_or_default()
+    );
+    let total = args.count.unwrap_or(u64::MAX);
+    let mut round = 0u64;
+    // Drawn lazily so an endless monkey needs no endless list.
+    let mut sequence = monkey_sequence(&allow, args.seed, 64).into_iter();
+    while round < total {
+        let fault = match sequence.next() {
+            Some(f) => f,
+            None => {
+                sequence = monkey_sequence(&allow, args.seed.wrapping_add(round), 64).into_iter();
+                continue;
+            }
+        };
+        round += 1;
+        // The lease ends before the next injection: one fault at a time.
+        let ttl = defaults
+            .get(&fault)
+            .copied()
+            .unwrap_or(every)
+            .min(every.saturating_sub(1).max(1));
+        let req = InjectRequest {
+            fault: fault.clone(),
+            params: serde_json::Map::new(),
+            ttl_s: Some(ttl),
+            dry_run: false,
+            verify: true,
+        };
+        let started = std::time::Instant::now();
+        match c.inject(&req).await {
+            Ok(outcome) => {
+                let id = outcome
+                    .record
+                    .as_ref()
+                    .map(|r| r.id.clone())
+                    .unwrap_or_default();
+                let effect = outcome
+                    .effect
+                    .map(|e| {
+                        if e.verified {
+                            "effect verified"
+                        } else {
+                            "effect NOT verified"
+                        }
+                    })
+                    .unwrap_or("no effect check");
+                println!(
+                    "[{}] round {round}: injected {fault} as {id} (lease {ttl} s, {effect})",
+                    chrono::Utc::now().format("%H:%M:%S")
+                );
+            }
+            Err(e) => println!(
+                "[{}] round {round}: {fault} not injected: {e}",
+                chrono::Utc::now().format("%H:%M:%S")
+            ),
+        }
+        if round < total {
+            let wait = std::time::Duration::from_secs(every).saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::signal::ctrl_c() => {
+                    println!("Stopped; active faults revert when their lease ends (or `aiops chaos stop --all`).");
+                    break;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +317,21 @@ mod tests {
         assert_eq!(p["connections"], 60);
         assert_eq!(p["mode"], "hang");
         assert!(parse_params(&["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn a_monkey_seed_gives_the_same_sequence() {
+        let allow =
+            monkey_allow_list(&["latency".into(), "api_down".into(), "high_cpu".into()]).unwrap();
+        assert_eq!(allow, ["api_down", "latency", "high_cpu"]);
+        let a = monkey_sequence(&allow, 7, 20);
+        assert_eq!(a, monkey_sequence(&allow, 7, 20));
+        assert_ne!(a, monkey_sequence(&allow, 8, 20));
+        assert!(a.iter().all(|f| allow.contains(f)));
+        let err = monkey_allow_list(&["nope".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("nope") && err.contains("db_pool_exhaustion"),
+            "{err}"
+        );
     }
 }

@@ -211,6 +211,25 @@ pub enum ChaosCommand {
     Status,
     /// Revert one fault by id, or every active one with --all.
     Stop(ChaosStopArgs),
+    /// Inject random faults from an allow-list, one at a time, each with its lease;
+    /// the same seed gives the same sequence.
+    Monkey(ChaosMonkeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosMonkeyArgs {
+    /// Time between injections: `90s`, `5m`, `1h`. Each fault's lease ends by then.
+    #[arg(long, default_value = "5m")]
+    pub every: String,
+    /// Seed of the random choice; the same seed and allow-list give the same sequence.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Comma-separated allow-list of faults (default: the whole catalogue).
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Vec<String>,
+    /// Stop after this many injections (default: until Ctrl-C).
+    #[arg(long)]
+    pub count: Option<u64>,
 }
 
 #[derive(Debug, Args)]
