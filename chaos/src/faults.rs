@@ -70,6 +70,7 @@ pub(crate) enum Kind {
     CrashLoop,
     FailedMigration,
     MemoryLeak,
+    DiskFull,
 }
 
 pub(crate) const ALL: &[Kind] = &[
@@ -89,7 +90,22 @@ pub(crate) const ALL: &[Kind] = &[
     Kind::CrashLoop,
     Kind::FailedMigration,
     Kind::MemoryLeak,
+    Kind::DiskFull,
 ];
+
+/// The file that fills the cache volume: looks like junk a crashed export left behind.
+const DISK_FILLER: &str = ".export-spool.tmp";
+
+/// Is `path` a mount point (a line of /proc/self/mountinfo names it)?
+fn is_mount_point(path: &std::path::Path) -> bool {
+    let want = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        })
+        .unwrap_or(false)
+}
 
 pub(crate) struct Spec {
     pub id: &'static str,
@@ -384,6 +400,27 @@ impl Kind {
                 },
                 group: None,
             },
+            DiskFull => Spec {
+                id: "disk_full",
+                target: svc::TARGET_APP,
+                component: "disk",
+                description: "Mounts a size-limited tmpfs over the target's cache dir and fills \
+                    it with a spool file: the volume is 100 % full and every cache write fails \
+                    with ENOSPC (CACHE_IO, 'No space left on device'). Needs root (mount); \
+                    refused otherwise. Revert: unmount (the original cache files reappear).",
+                ttl_s: 300,
+                params: {
+                    const P: &[ParamSpec] = &[int(
+                        "size_mb",
+                        "Size of the volume that is filled, in MiB.",
+                        1,
+                        64,
+                        4,
+                    )];
+                    P
+                },
+                group: None,
+            },
         }
     }
 
@@ -412,6 +449,7 @@ impl Kind {
             CrashLoop => "LISTEN_ADDR in the target's .env points at a port already in use; the target exits 1 at every start and the supervisor restarts it until it gives up".into(),
             FailedMigration => "column products.description dropped while _sqlx_migrations still records every migration as applied; queries reading it fail".into(),
             MemoryLeak => format!("in-app failpoint process.memory_grow allocates {} MB per second in the target process", p.int("mb_per_s")),
+            DiskFull => format!("the target's cache volume ({} MiB) is filled by {DISK_FILLER}; cache writes fail with ENOSPC", p.int("size_mb")),
         };
         GroundTruth {
             class: self.spec().id.to_string(),
@@ -589,6 +627,35 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
                     ),
                 ],
                 undo,
+            )
+        }
+        DiskFull => {
+            if !nix::unistd::geteuid().is_root() {
+                return Err(
+                    "disk_full needs root: it mounts a size-limited tmpfs over the \
+                    target's cache dir (PostgreSQL-style privilege drop is not enough); run \
+                    aiops as root to use it"
+                        .into(),
+                );
+            }
+            let cache = ctx.state.cache_dir();
+            let mb = p.int("size_mb");
+            (
+                vec![
+                    format!(
+                        "mount -t tmpfs -o size={mb}m,mode=0755 aiops-cache {}",
+                        cache.display()
+                    ),
+                    format!(
+                        "fill it with {} until writes fail with ENOSPC",
+                        cache.join(DISK_FILLER).display()
+                    ),
+                    format!(
+                        "revert: umount {} (the original cache files reappear)",
+                        cache.display()
+                    ),
+                ],
+                json!({"mount": cache}),
             )
         }
         ApiDown => {
@@ -913,6 +980,41 @@ pub(crate) async fn apply(
             sessions.add(id, c);
             Ok(())
         }
+        DiskFull => {
+            let cache = ctx.state.cache_dir();
+            if !is_mount_point(&cache) {
+                let out = tokio::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o"])
+                    .arg(format!("size={}m,mode=0755", p.int("size_mb")))
+                    .arg("aiops-cache")
+                    .arg(&cache)
+                    .output()
+                    .await
+                    .map_err(|e| format!("run mount: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "mount tmpfs over {}: {}",
+                        cache.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            let filler = cache.join(DISK_FILLER);
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&filler).map_err(|e| e.to_string())?;
+                let block = vec![0u8; 64 * 1024];
+                loop {
+                    match f.write_all(&block) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(28) => return Ok(()),
+                        Err(e) => return Err(format!("fill {}: {e}", filler.display())),
+                    }
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
         ApiDown => ctx
             .runtime
             .stop(svc::TARGET_APP)
@@ -1020,6 +1122,27 @@ pub(crate) async fn revert(
             ctx.wait_postgres(HEALTHY_LIMIT).await?;
             // Reverted means the supervisor sees it healthy too, not only that a login works.
             ctx.wait_healthy(svc::POSTGRES, HEALTHY_LIMIT).await
+        }
+        DiskFull => {
+            let cache = ctx.state.cache_dir();
+            if is_mount_point(&cache) {
+                let out = tokio::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&cache)
+                    .output()
+                    .await
+                    .map_err(|e| format!("run umount: {e}"))?;
+                if !out.status.success() && is_mount_point(&cache) {
+                    return Err(format!(
+                        "umount {}: {}",
+                        cache.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            // A filler written without the mount (it never is, but be safe) goes too.
+            let _ = std::fs::remove_file(cache.join(DISK_FILLER));
+            Ok(())
         }
         ApiDown => target_up(ctx, false).await,
         Latency | HighCpu | LogStorm | MemoryLeak => {
@@ -1334,6 +1457,26 @@ pub(crate) async fn verify(
                         Ok(format!("GET /api/v1/products/1/price: {}", fmt_reply(&r)))
                     }
                     _ => Err(format!("GET /api/v1/products/1/price: {}", fmt_reply(&r))),
+                }
+            })
+            .await
+        }
+        DiskFull => {
+            poll(VERIFY_LIMIT, || async move {
+                // A read of an uncached product makes the target try to write its entry.
+                let _ = ctx.get("/api/v1/products/7", short).await;
+                let cache = ctx.state.cache_dir();
+                let st = nix::sys::statvfs::statvfs(&cache).map_err(|e| e.to_string())?;
+                let text = format!(
+                    "{} has {} KiB available of {} KiB",
+                    cache.display(),
+                    st.blocks_available() as u64 * st.fragment_size() as u64 / 1024,
+                    st.blocks() as u64 * st.fragment_size() as u64 / 1024
+                );
+                if st.blocks_available() == 0 {
+                    Ok(text)
+                } else {
+                    Err(text)
                 }
             })
             .await

@@ -176,6 +176,23 @@ async fn in_app_faults_leases_and_validation() {
     let out = env.inject("memory_leak", json!({"mb_per_s": 10})).await;
     env.stop_and_check(&out.record.unwrap()).await;
 
+    // Disk full: the cache volume is a filled tmpfs; writes fail with ENOSPC.
+    let cache = env.state.cache_dir();
+    let out = env.inject("disk_full", json!({"size_mb": 2})).await;
+    let st = nix::sys::statvfs::statvfs(&cache).unwrap();
+    assert_eq!(st.blocks_available(), 0, "the cache volume must be full");
+    assert!(
+        std::fs::write(cache.join("probe.json"), vec![0u8; 65536]).is_err(),
+        "a write must fail with ENOSPC"
+    );
+    env.stop_and_check(&out.record.unwrap()).await;
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(cache.to_str().unwrap()));
+    assert!(!mounted, "the tmpfs must be unmounted after the revert");
+    assert!(!cache.join(".export-spool.tmp").exists());
+
     // Dry runs change nothing and say what would be done.
     let ledger_dir = env.state.root().join("chaos/faults");
     let files = || {

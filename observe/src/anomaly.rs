@@ -33,7 +33,7 @@ pub(crate) const RECENT_RESTART_S: i64 = 15 * 60;
 /// Application names that belong to the sandbox itself.
 const OWN_APPLICATIONS: [&str; 2] = ["target-app", "target-app-worker"];
 /// Error codes that point at a fault when they appear in recent logs.
-pub(crate) const INCIDENT_CODES: [&str; 11] = [
+pub(crate) const INCIDENT_CODES: [&str; 12] = [
     "DB_POOL_TIMEOUT",
     "DB_AUTH_FAILED",
     "DB_UNAVAILABLE",
@@ -45,6 +45,7 @@ pub(crate) const INCIDENT_CODES: [&str; 11] = [
     "AUTH_INVALID_TOKEN",
     "INJECTED_FAILURE",
     "CONFIG_INVALID",
+    "CACHE_IO",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
@@ -515,6 +516,7 @@ fn component_for_code(code: &str) -> &'static str {
         }
         "UPSTREAM_UNAVAILABLE" => "upstream",
         "CONFIG_INVALID" => "config",
+        "CACHE_IO" => "disk",
         _ => "target-app",
     }
 }

@@ -295,7 +295,7 @@ const DEFS: &[Def] = &[
     def(
         "free_disk",
         "Free disk space in logs/ and tmp/",
-        "Inside the sandbox's logs/ only: truncates log files over 10 MiB to their last 1 MiB and deletes rotated copies (*.log.N, *.gz, *.old); deletes regular files in tmp/. Never follows symlinks, never touches anything else. Reports bytes freed.",
+        "Inside the sandbox's state dir only: truncates log files in logs/ over 10 MiB to their last 1 MiB and deletes rotated copies (*.log.N, *.gz, *.old); deletes regular files in tmp/ and temporary files (*.tmp, dot files) left in cache/ (cache entries themselves are kept). Never follows symlinks, never touches anything else. Reports bytes freed and verifies every sandbox file system has at least 10 % free.",
         &[],
         (true, false, true),
     ),
@@ -810,9 +810,10 @@ pub(crate) async fn plan(
             let (work, bytes_before) = disk_work(ctx);
             Ok(planned(
                 format!(
-                    "{} and {}",
+                    "{}, {} and temporary files in {}",
                     ctx.state.logs_dir().display(),
-                    ctx.tmp_dir().display()
+                    ctx.tmp_dir().display(),
+                    ctx.state.cache_dir().display()
                 ),
                 work.iter()
                     .map(|w| w.describe())
@@ -1500,6 +1501,26 @@ pub(crate) async fn verify(
                 format!("{} log files over 10 MiB", big.len()),
                 "none over 10 MiB",
             ));
+            for dir in [ctx.state.logs_dir(), ctx.state.cache_dir(), ctx.tmp_dir()] {
+                if let Ok(st) = nix::sys::statvfs::statvfs(&dir) {
+                    let total = st.blocks() as f64;
+                    let free = st.blocks_available() as f64;
+                    let pct = if total > 0.0 {
+                        100.0 * free / total
+                    } else {
+                        100.0
+                    };
+                    checks.push(check(
+                        &format!(
+                            "free_space_{}",
+                            dir.file_name().and_then(|n| n.to_str()).unwrap_or("dir")
+                        ),
+                        pct >= 10.0,
+                        format!("{pct:.1} % free on the file system of {}", dir.display()),
+                        ">= 10 % free",
+                    ));
+                }
+            }
             after = json!({"bytes": bytes, "bytes_freed": details["bytes_freed"]});
         }
         "throttle_traffic" => {
@@ -1782,8 +1803,15 @@ impl DiskWork {
                 Ok(size.saturating_sub((tail.len() - start) as u64))
             }
             Self::Delete { path, size } => {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                let cache_leftover = path.parent() == Some(ctx.state.cache_dir().as_path())
+                    && (name.ends_with(".tmp") || name.starts_with('.'));
                 let inside = path.parent() == Some(ctx.state.logs_dir().as_path())
-                    || path.parent() == Some(ctx.tmp_dir().as_path());
+                    || path.parent() == Some(ctx.tmp_dir().as_path())
+                    || cache_leftover;
                 if !inside {
                     return Ok(0);
                 }
@@ -1799,7 +1827,12 @@ impl DiskWork {
 fn disk_work(ctx: &Ctx) -> (Vec<DiskWork>, u64) {
     let mut work = Vec::new();
     let mut total = 0;
-    for (dir, is_tmp) in [(ctx.state.logs_dir(), false), (ctx.tmp_dir(), true)] {
+    let cache = ctx.state.cache_dir();
+    for (dir, is_tmp) in [
+        (ctx.state.logs_dir(), false),
+        (ctx.tmp_dir(), true),
+        (cache.clone(), false),
+    ] {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -1818,6 +1851,16 @@ fn disk_work(ctx: &Ctx) -> (Vec<DiskWork>, u64) {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
+            if dir == cache {
+                // Only leftovers: cache entries are product-{id}.json and stay.
+                if name.ends_with(".tmp") || name.starts_with('.') {
+                    work.push(DiskWork::Delete {
+                        path,
+                        size: m.len(),
+                    });
+                }
+                continue;
+            }
             let rotated = name.ends_with(".gz")
                 || name.ends_with(".old")
                 || name

@@ -203,6 +203,29 @@ pub(crate) async fn verify_recovery(ctx: &Ctx, params: &Map<String, Value>) -> (
         format!("{error_lines} ERROR lines in target-app.log over {elapsed:.1} s ({per_s:.1}/s; {storm_lines} INTERNAL_PANIC_REPORTED)"),
         "≤ 5 per second"));
 
+    // Disk: every file system the sandbox writes to keeps some room.
+    for dir in [
+        ctx.state.logs_dir(),
+        ctx.state.cache_dir(),
+        ctx.state.pg_data_dir(),
+    ] {
+        if let Ok(st) = nix::sys::statvfs::statvfs(&dir) {
+            let total = st.blocks() as f64;
+            let pct = if total > 0.0 {
+                100.0 * st.blocks_available() as f64 / total
+            } else {
+                100.0
+            };
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("dir");
+            checks.push(check(
+                &format!("disk_free_{name}"),
+                pct >= 5.0,
+                format!("{pct:.1} % free on the file system of {}", dir.display()),
+                ">= 5 % free",
+            ));
+        }
+    }
+
     // Database.
     let db = match ctx.admin_conn().await {
         Ok(mut c) => {

@@ -629,6 +629,9 @@ async fn fix(env: &Env, fault: &str) {
             env.run_ok("restart_service", json!({"service": "target-app"}))
                 .await;
         }
+        "disk_full" => {
+            env.run_ok("free_disk", json!({})).await;
+        }
         "cache_poisoning" => {
             env.run_ok("clear_cache", json!({})).await;
             env.run_ok("warm_cache", json!({"limit": 20})).await;
@@ -739,6 +742,7 @@ const APP_FAULTS: &[&str] = &[
     "memory_leak",
     "log_storm",
     "jwt_secret_rotation",
+    "disk_full",
 ];
 
 #[test]
