@@ -272,7 +272,20 @@ async fn logs(args: BenchLogsArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let dt = t0.elapsed();
         let v = serde_json::to_value(&r)?;
-        rows.push((label, dt, format!("total matches {}", v["total"])));
+        rows.push((
+            label,
+            dt,
+            format!(
+                "{} matches in the newest {} lines{}",
+                v["total"],
+                v["lines_scanned"],
+                if v["scan_limited"] == true {
+                    " (scan cap reached: counts cover that part of the file)"
+                } else {
+                    ""
+                }
+            ),
+        ));
     }
     let rg = aiops_sandbox::postgres::which("rg");
     let rg_time = match &rg {
@@ -286,7 +299,10 @@ async fn logs(args: BenchLogsArgs) -> anyhow::Result<ExitCode> {
             rows.push((
                 format!("rg -c {pattern}"),
                 dt,
-                format!("count {}", String::from_utf8_lossy(&out.stdout).trim()),
+                format!(
+                    "{} matching lines in all {lines} lines",
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ),
             ));
             Some(dt)
         }
