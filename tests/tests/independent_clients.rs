@@ -227,3 +227,40 @@ fn official_conformance_suite_core_scenarios_pass() {
         );
     }
 }
+
+/// A client that supports MCP elicitation is asked to approve a high-risk action; its
+/// answer decides, and the decision is recorded as the approval.
+#[test]
+fn approvals_through_mcp_elicitation() {
+    let sb = Sandbox::new();
+    sb.up();
+    let aiops = bin("aiops");
+    let home = sb.home().to_str().expect("utf-8 path").to_string();
+    let run_client = |answer: &str| -> Value {
+        let out = run(
+            Command::new("python3")
+                .arg(clients_dir().join("py_elicit.py"))
+                .args([aiops.to_str().expect("utf-8"), &home, answer]),
+            &format!("python elicitation client ({answer})"),
+        );
+        serde_json::from_str(out.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+    let accepted = run_client("accept");
+    assert_eq!(accepted["status"], "executed", "{accepted}");
+    assert_eq!(accepted["verified"], true, "{accepted}");
+    assert!(
+        accepted["asked"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("rotate_db_credentials"),
+        "the human must be told what they approve: {accepted}"
+    );
+    let declined = run_client("decline");
+    assert_eq!(declined["status"], "refused", "{declined}");
+    let audit = std::fs::read_to_string(sb.home().join("audit/audit.jsonl")).expect("audit log");
+    assert!(
+        audit.contains("mcp-elicitation"),
+        "the approver is recorded"
+    );
+}

@@ -79,6 +79,34 @@ pub(crate) fn remediation_router(read_only: bool) -> ToolRouter<AiopsServer> {
     router
 }
 
+/// What the human answers when asked through MCP elicitation.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct ApprovalAnswer {
+    /// true to let the action run now, false to refuse it.
+    approve: bool,
+}
+rmcp::elicit_safe!(ApprovalAnswer);
+
+fn client_can_elicit(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.peer
+        .peer_info()
+        .is_some_and(|i| i.capabilities.elicitation.is_some())
+}
+
+/// On a blocking-pool thread driving the runtime: the action's future holds sqlx
+/// connections across awaits in ways the compiler cannot prove `Send` for every lifetime
+/// (the router's bound), so it is never moved between threads.
+async fn run_on_blocking_thread(
+    remediator: aiops_remediation::Remediator,
+    req: ActionRequest,
+    caller: Caller,
+) -> Result<Result<ActionOutcome, RemediationError>, ErrorData> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(remediator.run(req, caller)))
+        .await
+        .map_err(|e| ErrorData::internal_error(format!("the action panicked: {e}"), None))
+}
+
 fn caller(ctx: &RequestContext<RoleServer>) -> Caller {
     let client = ctx
         .peer
@@ -137,15 +165,46 @@ impl AiopsServer {
             approval_id,
         };
         let caller = caller(ctx);
-        // On a blocking-pool thread driving the runtime: the action's future holds sqlx
-        // connections across awaits in ways the compiler cannot prove `Send` for every
-        // lifetime (the router's bound), so it is never moved between threads.
-        let handle = tokio::runtime::Handle::current();
-        let outcome = tokio::task::spawn_blocking(move || {
-            handle.block_on(async move { remediator.run(req, caller).await })
-        })
-        .await
-        .map_err(|e| ErrorData::internal_error(format!("the action panicked: {e}"), None))?;
+        let mut outcome =
+            run_on_blocking_thread(remediator.clone(), req.clone(), caller.clone()).await?;
+        // The human approves through the client when it can ask them (MCP elicitation);
+        // otherwise the pending id goes back to the agent and an operator uses the CLI.
+        if let Ok(pending) = &outcome
+            && pending.status.as_str() == "pending_approval"
+            && let Some(id) = pending.approval_id.clone()
+            && client_can_elicit(ctx)
+        {
+            let question = format!(
+                "The agent asks to run `{action}` ({} risk): {}. Expected effect: {}. Approve?",
+                pending.plan.risk,
+                pending.plan.steps.join("; "),
+                pending.plan.expected_effect
+            );
+            let answer = ctx
+                .peer
+                .elicit_with_timeout::<ApprovalAnswer>(
+                    question,
+                    Some(std::time::Duration::from_secs(300)),
+                )
+                .await;
+            let decision = match answer {
+                Ok(Some(a)) => Some(a.approve),
+                Err(rmcp::service::ElicitationError::UserDeclined) => Some(false),
+                // Cancelled, timed out or unsupported: stays pending for the CLI.
+                _ => None,
+            };
+            if let Some(approve) = decision {
+                let by = format!("mcp-elicitation:{}", caller.client);
+                if let Err(e) = remediator.decide(&id, approve, &by) {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                        "recording the approval failed: {e}"
+                    ))]));
+                }
+                let mut again = req.clone();
+                again.approval_id = Some(id);
+                outcome = run_on_blocking_thread(remediator, again, caller).await?;
+            }
+        }
         match outcome {
             Ok(outcome) => {
                 let value = serde_json::to_value(&outcome)
