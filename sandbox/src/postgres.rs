@@ -122,6 +122,9 @@ impl Cluster {
         }
         std::fs::create_dir_all(&self.data_dir).at(&self.data_dir)?;
         crate::paths::set_mode(&self.data_dir, 0o700)?;
+        if self.run_as.is_some() {
+            check_traversable(&self.data_dir)?;
+        }
         // initdb reads the password from a file the cluster's owner can read.
         let pwfile = state.run_dir().join("initdb-pw");
         write_atomic(&pwfile, admin_password.as_bytes(), 0o600)?;
@@ -199,6 +202,27 @@ impl Cluster {
             .database(db)
             .application_name("aiops")
     }
+}
+
+/// PostgreSQL runs as another user: every parent of its data dir must let others
+/// through (x bit), or initdb fails with an obscure "permission denied".
+fn check_traversable(data_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in data_dir.ancestors().skip(1) {
+        if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o001 == 0
+        {
+            return Err(Error::Other(format!(
+                "PostgreSQL runs as an unprivileged user and cannot reach {}: {} is not \
+                 traversable by others; run `chmod o+x {}` or put the state dir elsewhere \
+                 (AIOPS_HOME=/tmp/aiops, for example)",
+                data_dir.display(),
+                dir.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Connect as the admin, with a bounded wait.
@@ -279,6 +303,27 @@ pub fn quote_literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_untraversable_parent_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let private = tmp.path().join("private");
+        let data = private.join("state/pgdata");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = check_traversable(&data).unwrap_err().to_string();
+        assert!(err.contains(&private.display().to_string()), "{err}");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            private.join("state"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        // Ancestors above the temp dir (/tmp, /) are traversable on any sane machine.
+        assert!(check_traversable(&data).is_ok());
+    }
 
     #[test]
     fn identifiers_and_literals() {

@@ -38,10 +38,16 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        // Under the workspace's target dir rather than /tmp: PostgreSQL runs as an
-        // unprivileged user and must be able to reach its data dir.
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e");
-        std::fs::create_dir_all(&base).expect("create target/e2e");
+        // Under the system temp dir: PostgreSQL runs as an unprivileged user and must be
+        // able to traverse every parent of its data dir, which a checkout under a private
+        // directory (CI clones into one) may not allow. `StateDir::create` opens the
+        // sandbox root itself to traversal.
+        let base = std::env::temp_dir().join("aiops-e2e");
+        std::fs::create_dir_all(&base).expect("create the e2e base dir");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755));
+        }
         let dir = tempfile::Builder::new()
             .prefix("sandbox-")
             .tempdir_in(&base)
