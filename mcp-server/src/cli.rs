@@ -52,6 +52,8 @@ pub enum Command {
     Deny(DecideArgs),
     /// Print the audit log (every action, dry run, refusal), -f to follow.
     Audit(AuditArgs),
+    /// List incident reports agents filed, or print one.
+    Incidents(IncidentsArgs),
     /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -293,4 +295,13 @@ pub struct AuditArgs {
     /// Keep printing new entries.
     #[arg(short, long)]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentsArgs {
+    /// Print this report (Markdown) instead of the list.
+    pub id: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -58,6 +58,7 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Approve(args) => remediation_cmds::decide(&state, args, true),
             Deny(args) => remediation_cmds::decide(&state, args, false),
             Audit(args) => remediation_cmds::audit(&state, args).await,
+            Incidents(args) => remediation_cmds::incidents(&state, args),
             Daemon(args) => daemon::run(state, args).await.map(|()| ExitCode::SUCCESS),
         }
     })

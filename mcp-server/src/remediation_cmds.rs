@@ -13,7 +13,7 @@ use aiops_sandbox::events::EventLog;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use crate::cli::{ActionArgs, AuditArgs, DecideArgs};
+use crate::cli::{ActionArgs, AuditArgs, DecideArgs, IncidentsArgs};
 
 pub fn remediator(state: &StateDir) -> anyhow::Result<Remediator> {
     Remediator::new(
@@ -162,4 +162,43 @@ pub async fn audit(state: &StateDir, args: AuditArgs) -> anyhow::Result<ExitCode
             print!("{buf}");
         }
     }
+}
+
+pub fn incidents(state: &StateDir, args: IncidentsArgs) -> anyhow::Result<ExitCode> {
+    use aiops_sandbox::incidents;
+    if let Some(id) = args.id {
+        let (report, md) = incidents::report(state, &id).with_context(|| {
+            format!("no incident report `{id}` (list them with `aiops incidents`)")
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{md}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let all = incidents::reports(state);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("No incident report yet.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["ID", "CREATED", "RESOLVED", "TITLE", "BY"]);
+    for r in all {
+        table.add_row(vec![
+            r.id.clone(),
+            r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            if r.resolved { "yes" } else { "no" }.to_string(),
+            r.title.clone(),
+            r.client.clone(),
+        ]);
+    }
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@ pub mod control;
 pub mod envfile;
 pub mod error;
 pub mod events;
+pub mod incidents;
 pub mod paths;
 pub mod postgres;
 pub mod prepare;

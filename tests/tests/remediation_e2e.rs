@@ -233,3 +233,75 @@ async fn approvals_go_through_the_operator_and_read_only_hides_mutations() {
         describe(&audit)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diagnoses_and_incident_reports_are_stored_and_served() {
+    let sb = Sandbox::new();
+    sb.up();
+    let client = stdio(&sb, &[]).await;
+    let d = call(
+        &client,
+        "submit_diagnosis",
+        json!({"fault_class": "db_pool_exhaustion", "component": "postgres",
+               "summary": "40 foreign sessions idle in transaction hold the pool",
+               "evidence": ["pool in use 10/10", "DB_POOL_TIMEOUT × 12"], "confidence": 0.9}),
+    )
+    .await;
+    let diag_id = d["id"].as_str().expect("diagnosis id").to_string();
+    let r = call(
+        &client,
+        "report_incident",
+        json!({"title": "Pool exhausted by foreign sessions",
+               "what_broke": "40 sessions idle in transaction held every connection",
+               "what_was_done": ["kill_db_sessions: 40 terminated, verified"],
+               "why": "the target's pool could open connections again",
+               "prevention": ["a connection limit for batch roles"],
+               "before": {"error_rate_percent": 62, "p95_ms": 4800},
+               "after": {"error_rate_percent": 0, "p95_ms": 40},
+               "diagnosis_id": diag_id, "resolved": true}),
+    )
+    .await;
+    let uri = r["uri"].as_str().expect("uri").to_string();
+    assert!(uri.starts_with("incident://"), "{r:#}");
+    let resources = client.list_all_resources().await.expect("resources/list");
+    assert!(
+        resources.iter().any(|x| x.uri == uri),
+        "the report is listed"
+    );
+    let read = client
+        .read_resource(ReadResourceRequestParams::new(uri.clone()))
+        .await
+        .expect("read the report");
+    let text = match &read.contents[0] {
+        rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        text.contains("Pool exhausted") && text.contains("p95_ms: 4800"),
+        "{text}"
+    );
+    // Bad input names the field.
+    let mut p = CallToolRequestParams::new("submit_diagnosis");
+    p = p.with_arguments(JsonObject::from_iter([
+        ("fault_class".to_string(), json!("x")),
+        ("component".to_string(), json!("y")),
+        ("summary".to_string(), json!("")),
+    ]));
+    let err = client.call_tool(p).await.expect_err("empty summary");
+    assert!(err.to_string().contains("summary"), "{err}");
+    let _ = client.cancel().await;
+
+    let id = uri.trim_start_matches("incident://");
+    let out = sb.aiops_ok(&["incidents"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(id),
+        "{}",
+        describe(&out)
+    );
+    let out = sb.aiops_ok(&["incidents", id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("## What was done"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -11,6 +11,7 @@ mod chaos_tools;
 mod observe_tools;
 mod prompts;
 mod remediation_tools;
+mod report_tools;
 mod runbook_tools;
 
 use aiops_observe::{ObserveError, Observer, Summary};
@@ -82,6 +83,7 @@ impl AiopsServer {
     ) -> Self {
         let mut tool_router = Self::observe_router()
             + Self::runbook_router()
+            + Self::report_router()
             + remediation_tools::remediation_router(options.read_only);
         if options.allow_chaos && !options.read_only {
             tool_router += Self::chaos_router();
@@ -147,6 +149,25 @@ impl ServerHandler for AiopsServer {
                 )
                 .with_mime_type("application/jsonl"),
         ];
+        resources.extend(
+            aiops_sandbox::incidents::reports(&self.state)
+                .into_iter()
+                .take(200)
+                .map(|r| {
+                    Resource::new(format!("incident://{}", r.id), r.id.clone())
+                        .with_title(r.title.clone())
+                        .with_description(format!(
+                            "Incident report ({}), {}",
+                            if r.resolved {
+                                "resolved"
+                            } else {
+                                "not resolved"
+                            },
+                            r.created_at.format("%Y-%m-%d %H:%M UTC")
+                        ))
+                        .with_mime_type("text/markdown")
+                }),
+        );
         resources.extend(runbook_tools::RUNBOOKS.runbooks().map(|rb| {
             Resource::new(format!("runbook://{}", rb.id), rb.id.clone())
                 .with_title(rb.title.clone())
@@ -171,6 +192,10 @@ impl ServerHandler for AiopsServer {
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new("incident://{id}", "incident")
+                .with_title("Incident report by id")
+                .with_description("An incident report filed with `report_incident`, in Markdown.")
+                .with_mime_type("text/markdown"),
             ResourceTemplate::new("runbook://{id}", "runbook")
                 .with_title("Runbook by id")
                 .with_description(
@@ -205,10 +230,22 @@ impl ServerHandler for AiopsServer {
             ])
             .into());
         }
+        if let Some(id) = uri.strip_prefix("incident://") {
+            return match aiops_sandbox::incidents::report(&self.state, id) {
+                Some((_, md)) => Ok(ReadResourceResult::new(vec![
+                    ResourceContents::text(md, uri).with_mime_type("text/markdown"),
+                ])
+                .into()),
+                None => Err(ErrorData::resource_not_found(
+                    format!("no incident report `{id}`; list them with resources/list"),
+                    None,
+                )),
+            };
+        }
         let Some(id) = uri.strip_prefix("runbook://") else {
             return Err(ErrorData::resource_not_found(
                 format!(
-                    "unknown resource `{uri}`: resources here are audit://log and runbook://{{id}}"
+                    "unknown resource `{uri}`: resources here are audit://log, runbook://{{id}} and incident://{{id}}"
                 ),
                 None,
             ));
