@@ -260,7 +260,13 @@ impl Kind {
                     Revert: remove the failpoint.",
                 ttl_s: 120,
                 params: {
-                    const P: &[ParamSpec] = &[int("threads", "Busy-looping threads.", 1, 8, 2)];
+                    const P: &[ParamSpec] = &[int(
+                        "threads",
+                        "Busy-looping threads (more than the cores, so the burn shows even on a busy machine).",
+                        1,
+                        8,
+                        4,
+                    )];
                     P
                 },
                 group: None,

@@ -172,11 +172,14 @@ pub(crate) async fn verify_recovery(ctx: &Ctx, params: &Map<String, Value>) -> (
     let stats1 = ctx.runtime.stats(svc::TARGET_APP).await.ok();
     match (&stats0, &stats1) {
         (Some(a), Some(b)) => {
+            // The shop idles at a few percent and serves this check's sample requests at
+            // well under half a core; a burner shows above that even when other work on a
+            // 2-core machine takes its share of the CPU.
             checks.push(check(
                 "target_cpu",
-                b.cpu_percent <= 90.0,
+                b.cpu_percent <= 50.0,
                 format!("{:.0} % of one core", b.cpu_percent),
-                "≤ 90 %",
+                "≤ 50 %",
             ));
             let grown = b.rss_bytes.saturating_sub(a.rss_bytes) as f64 / 1_048_576.0;
             let rate = grown / elapsed;

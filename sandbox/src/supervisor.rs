@@ -945,7 +945,8 @@ impl Runtime for ProcessRuntime {
             .get(name)
             .copied();
         let previous = match previous {
-            Some(p) if p.at.elapsed() < Duration::from_secs(60) => p,
+            // A reading older than a few seconds would average a spike away.
+            Some(p) if p.at.elapsed() < Duration::from_secs(5) => p,
             // No recent reading: take two, so the first answer is a real figure.
             _ => {
                 let (_, first) = procinfo::tree_stats(name, pid, None);

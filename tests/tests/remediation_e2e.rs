@@ -202,11 +202,26 @@ async fn approvals_go_through_the_operator_and_read_only_hides_mutations() {
     let ro = stdio(&sb, &["--read-only"]).await;
     let tools = ro.list_all_tools().await.expect("tools/list");
     for t in &tools {
+        // Filing a diagnosis or a report writes a record, not the system: allowed.
+        if t.name == "submit_diagnosis" || t.name == "report_incident" {
+            continue;
+        }
         assert_eq!(
             t.annotations.as_ref().and_then(|a| a.read_only_hint),
             Some(true),
             "{} is listed in read-only mode",
             t.name
+        );
+    }
+    for hidden in [
+        "restart_service",
+        "kill_db_sessions",
+        "restore_config",
+        "chaos_inject",
+    ] {
+        assert!(
+            !tools.iter().any(|t| t.name == hidden),
+            "{hidden} listed in read-only mode"
         );
     }
     assert!(tools.iter().any(|t| t.name == "verify_recovery"));
