@@ -54,6 +54,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// List incident reports agents filed, or print one.
     Incidents(IncidentsArgs),
+    /// The scripted agent (no LLM): observe, diagnose, act by runbook, verify, report.
+    Agent(AgentArgs),
     /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -302,6 +304,52 @@ pub struct IncidentsArgs {
     /// Print this report (Markdown) instead of the list.
     pub id: Option<String>,
     /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the loop over MCP only: incident_snapshot → hypotheses from the runbooks'
+    /// symptoms → submit_diagnosis → the runbook's steps, each verified → verify_recovery
+    /// → report_incident. Exit code 0 recovered or nothing to do, 2 waiting for an
+    /// approval, 1 not recovered.
+    Run(AgentRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRunArgs {
+    /// One pass (the default).
+    #[arg(long, conflicts_with = "watch")]
+    pub once: bool,
+    /// Keep watching: a pass every --interval-s seconds until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Talk to the server over stdio (a child `aiops serve --stdio`; the default).
+    #[arg(long, conflicts_with = "url")]
+    pub stdio: bool,
+    /// Talk to a Streamable HTTP server instead, e.g. http://127.0.0.1:7300/mcp.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Bearer token for --url (default: the state dir's secrets/http-token).
+    #[arg(long, env = "AIOPS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// An approval a human granted, as TOOL=APPROVAL_ID (repeatable; used once).
+    #[arg(long = "approval")]
+    pub approvals: Vec<String>,
+    /// Seconds between passes with --watch.
+    #[arg(long, default_value_t = 10)]
+    pub interval_s: u64,
+    /// Stop after this many passes with --watch.
+    #[arg(long)]
+    pub max_rounds: Option<u64>,
+    /// One JSON report per pass.
     #[arg(long)]
     pub json: bool,
 }

@@ -3,6 +3,7 @@
 //! A thin binary over library crates: `main` calls `try_main`, maps errors to exit codes,
 //! and does nothing else. The work lives in `aiops-sandbox` and friends.
 
+mod agent_cmds;
 mod bench;
 mod chaos_cmds;
 mod cli;
@@ -59,6 +60,9 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Deny(args) => remediation_cmds::decide(&state, args, false),
             Audit(args) => remediation_cmds::audit(&state, args).await,
             Incidents(args) => remediation_cmds::incidents(&state, args),
+            Agent(args) => match args.command {
+                cli::AgentCommand::Run(a) => agent_cmds::run(&state, a).await,
+            },
             Daemon(args) => daemon::run(state, args).await.map(|()| ExitCode::SUCCESS),
         }
     })
