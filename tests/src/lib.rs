@@ -177,7 +177,16 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.aiops(&["down"]);
-        // Belt and braces: nothing of this sandbox may outlive the test.
+        // Belt and braces: nothing of this sandbox may outlive the test, processes nor
+        // mounts (a disk_full fault whose test failed before its revert).
+        let home = self.home().display().to_string();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for point in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+                if point.starts_with(&home) {
+                    let _ = Command::new("umount").arg("-l").arg(point).status();
+                }
+            }
+        }
         for pid in self.processes() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
