@@ -1922,7 +1922,7 @@ async fn plan_kill_sessions(ctx: &Ctx, params: &Map<String, Value>) -> Result<Pl
            AND (NOT $7 OR (cardinality(pg_blocking_pids(a.pid)) = 0 AND EXISTS ( \
                  SELECT 1 FROM pg_stat_activity b WHERE a.pid = ANY (pg_blocking_pids(b.pid))))) \
            AND (NOT $8 OR NOT (coalesce(a.application_name, '') = ANY ($9) \
-                 OR (a.application_name LIKE 'aiops%' AND a.application_name NOT LIKE 'aiops-chaos-%'))) \
+                 OR a.application_name LIKE 'aiops%')) \
          ORDER BY a.pid",
     )
     .bind(&db.database)

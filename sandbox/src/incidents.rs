@@ -71,16 +71,21 @@ fn secret_values(state: &StateDir) -> Vec<String> {
 
 /// Replace every secret value in `text` with `[REDACTED]`.
 pub fn scrub(state: &StateDir, text: &str) -> String {
+    scrub_with(&secret_values(state), text)
+}
+
+/// `scrub` with the secret values read once (a record scrubs many fields).
+fn scrub_with(secrets: &[String], text: &str) -> String {
     let mut out = text.to_string();
-    for s in secret_values(state) {
-        out = out.replace(&s, "[REDACTED]");
+    for s in secrets {
+        out = out.replace(s, "[REDACTED]");
     }
     out
 }
 
-fn scrub_value(state: &StateDir, v: &Value) -> Value {
+fn scrub_value(secrets: &[String], v: &Value) -> Value {
     match serde_json::to_string(v) {
-        Ok(text) => serde_json::from_str(&scrub(state, &text)).unwrap_or(Value::Null),
+        Ok(text) => serde_json::from_str(&scrub_with(secrets, &text)).unwrap_or(Value::Null),
         Err(_) => Value::Null,
     }
 }
@@ -95,13 +100,14 @@ pub fn submit_diagnosis(
     confidence: Option<f64>,
     client: &str,
 ) -> Result<Diagnosis> {
+    let secrets = secret_values(state);
     let d = Diagnosis {
         id: new_id("dg"),
         submitted_at: Utc::now(),
-        fault_class: scrub(state, fault_class),
-        component: scrub(state, component),
-        summary: scrub(state, summary),
-        evidence: evidence.iter().map(|e| scrub(state, e)).collect(),
+        fault_class: scrub_with(&secrets, fault_class),
+        component: scrub_with(&secrets, component),
+        summary: scrub_with(&secrets, summary),
+        evidence: evidence.iter().map(|e| scrub_with(&secrets, e)).collect(),
         confidence,
         client: client.to_string(),
     };
@@ -147,20 +153,25 @@ pub struct ReportInput {
 
 /// Store a report as `incidents/{id}.json` and `incidents/{id}.md`.
 pub fn file_report(state: &StateDir, input: ReportInput, client: &str) -> Result<IncidentReport> {
+    let secrets = secret_values(state);
     let r = IncidentReport {
         id: new_id("inc"),
         created_at: Utc::now(),
-        title: scrub(state, &input.title),
-        what_broke: scrub(state, &input.what_broke),
+        title: scrub_with(&secrets, &input.title),
+        what_broke: scrub_with(&secrets, &input.what_broke),
         what_was_done: input
             .what_was_done
             .iter()
-            .map(|s| scrub(state, s))
+            .map(|s| scrub_with(&secrets, s))
             .collect(),
-        why: scrub(state, &input.why),
-        prevention: input.prevention.iter().map(|s| scrub(state, s)).collect(),
-        before: scrub_value(state, &input.before),
-        after: scrub_value(state, &input.after),
+        why: scrub_with(&secrets, &input.why),
+        prevention: input
+            .prevention
+            .iter()
+            .map(|s| scrub_with(&secrets, s))
+            .collect(),
+        before: scrub_value(&secrets, &input.before),
+        after: scrub_value(&secrets, &input.after),
         diagnosis_id: input.diagnosis_id,
         resolved: input.resolved,
         client: client.to_string(),
