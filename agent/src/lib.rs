@@ -198,3 +198,71 @@ pub async fn run_once(client: &Client, opts: &AgentOptions) -> Result<AgentRepor
     report.validation = Some(validation);
     Ok(report)
 }
+
+/// How [`watch`] repeats passes and when it stops.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Pause between passes.
+    pub interval: Duration,
+    /// Stop at this instant (a pass under way finishes first).
+    pub deadline: Option<Instant>,
+    /// Stop after the first pass whose outcome is `recovered`.
+    pub stop_when_recovered: bool,
+    /// Stop after this many passes.
+    pub max_rounds: Option<u64>,
+}
+
+/// Passes of [`run_once`] until a stop condition; `on_report` sees each pass's report
+/// (or the error of a pass that could not observe: watching goes on, since the sandbox
+/// may be restarting). After `awaiting_approval` the next pass carries the pending
+/// approval's id, once: whoever watches the gate (a person with `aiops approve`, or a
+/// drill) is expected to decide before then. Returns the last report.
+pub async fn watch(
+    client: &Client,
+    opts: &AgentOptions,
+    w: &WatchOptions,
+    mut on_report: impl FnMut(Result<&AgentReport, &AgentError>),
+) -> Option<AgentReport> {
+    let mut opts = opts.clone();
+    let mut last = None;
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        let carried = std::mem::take(&mut opts.approval_ids);
+        let pass = run_once(
+            client,
+            &AgentOptions {
+                approval_ids: carried,
+                ..opts.clone()
+            },
+        )
+        .await;
+        on_report(pass.as_ref());
+        if let Ok(report) = pass {
+            if let Some(p) = &report.pending_approval {
+                opts.approval_ids
+                    .insert(p.tool.clone(), p.approval_id.clone());
+            }
+            let done = w.stop_when_recovered && report.outcome == "recovered";
+            last = Some(report);
+            if done {
+                break;
+            }
+        }
+        if w.max_rounds.is_some_and(|m| round >= m) {
+            break;
+        }
+        let pause = match w.deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                w.interval.min(left)
+            }
+            None => w.interval,
+        };
+        tokio::time::sleep(pause).await;
+    }
+    last
+}

@@ -35,6 +35,7 @@ pub fn router(engine: ChaosEngine, token: String) -> axum::Router {
         .route("/control/v1/chaos/status", get(status))
         .route("/control/v1/chaos/inject", post(inject))
         .route("/control/v1/chaos/stop-all", post(stop_all))
+        .route("/control/v1/chaos/leftovers", get(leftovers))
         .route("/control/v1/chaos/{id}/stop", post(stop))
         .route("/control/v1/chaos/{id}/auto-revert", post(auto_revert))
         .with_state(Ctx {
@@ -122,6 +123,11 @@ fn auth(ctx: &Ctx, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn leftovers(State(ctx): State<Ctx>, h: HeaderMap) -> ApiResult<Vec<String>> {
+    auth(&ctx, &h)?;
+    Ok(Json(ctx.engine.leftovers().await?))
+}
 
 async fn faults(State(ctx): State<Ctx>, h: HeaderMap) -> ApiResult<Vec<FaultInfo>> {
     auth(&ctx, &h)?;
@@ -314,6 +320,11 @@ impl ChaosClient {
     }
     pub async fn status(&self) -> Result<Vec<FaultRecord>, ChaosError> {
         self.call(reqwest::Method::GET, "/control/v1/chaos/status", None)
+            .await
+    }
+    /// See [`ChaosEngine::leftovers`].
+    pub async fn leftovers(&self) -> Result<Vec<String>, ChaosError> {
+        self.call(reqwest::Method::GET, "/control/v1/chaos/leftovers", None)
             .await
     }
     pub async fn set_auto_revert(

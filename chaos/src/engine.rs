@@ -305,6 +305,25 @@ impl ChaosEngine {
         Ok(out)
     }
 
+    /// What is left behind: ledger records not ended, plus whatever any fault of the
+    /// catalogue could leave, looked for directly in the sandbox (failpoints, sessions
+    /// under a fault's application name, a lowered connection limit, a mount over the
+    /// cache dir...). Empty means clean. A drill calls it after reverting a trial's fault.
+    pub async fn leftovers(&self) -> Result<Vec<String>, ChaosError> {
+        let mut found: Vec<String> = self
+            .inner
+            .ledger
+            .all()?
+            .into_iter()
+            .map(|e| e.record)
+            .filter(|r| !r.is_ended())
+            .map(|r| format!("fault {} ({}) is still {}", r.id, r.fault, r.state))
+            .collect();
+        let ctx = self.ctx().await?;
+        found.extend(faults::leftovers(&ctx).await);
+        Ok(found)
+    }
+
     /// Active faults plus the most recently ended ones, newest first.
     pub async fn status(&self) -> Result<Vec<FaultRecord>, ChaosError> {
         let all = self.inner.ledger.all()?;

@@ -1582,3 +1582,105 @@ pub(crate) async fn verify(
         }
     }
 }
+
+/// What any fault of the catalogue could leave behind, looked for directly (not from the
+/// ledger): failpoints still set in the target or the primary upstream, sessions under a
+/// fault's application name, a chaos backup table, a mount over the cache dir, a role
+/// connection limit still lowered. Each finding is one line; empty means clean. A check
+/// that cannot run is a finding too ("cannot check ...").
+pub(crate) async fn leftovers(ctx: &Ctx) -> Vec<String> {
+    let mut found = Vec::new();
+    let admins = [
+        (svc::TARGET_APP, ctx.target_admin()),
+        (svc::UPSTREAM_PRIMARY, ctx.upstream_admin()),
+    ];
+    for (service, admin) in admins {
+        let (base, token) = match admin {
+            Ok(a) => a,
+            Err(e) => {
+                found.push(format!("cannot check {service} failpoints: {e}"));
+                continue;
+            }
+        };
+        let answer = ctx
+            .http
+            .get(format!("{base}/admin/failpoints"))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match answer {
+            Ok(resp) if resp.status().is_success() => {
+                let v: Value = resp.json().await.unwrap_or_default();
+                let active: Vec<String> = v["active"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|f| f["name"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !active.is_empty() {
+                    found.push(format!(
+                        "{service} failpoints still set: {}",
+                        active.join(", ")
+                    ));
+                }
+            }
+            Ok(resp) => found.push(format!(
+                "cannot check {service} failpoints: admin API answered {}",
+                resp.status()
+            )),
+            Err(e) => found.push(format!(
+                "cannot check {service} failpoints: {}",
+                crate::ctx::describe_reqwest(&e)
+            )),
+        }
+    }
+    match ctx.admin_conn().await {
+        Ok(mut admin) => {
+            let apps = [POOL_HOG_APP, LOCKER_APP, LONG_TX_APP];
+            let rows: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+                "SELECT application_name, count(*) FROM pg_stat_activity \
+                 WHERE application_name = ANY($1) GROUP BY 1 ORDER BY 1",
+            )
+            .bind(&apps[..])
+            .fetch_all(&mut admin)
+            .await;
+            match rows {
+                Ok(rows) => found.extend(
+                    rows.into_iter()
+                        .map(|(app, n)| format!("{n} database session(s) named {app}")),
+                ),
+                Err(e) => found.push(format!("cannot check database sessions: {e}")),
+            }
+            let backup: Result<bool, _> = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(MIGRATION_BACKUP_TABLE)
+                .fetch_one(&mut admin)
+                .await;
+            if let Ok(true) = backup {
+                found.push(format!("table {MIGRATION_BACKUP_TABLE} still exists"));
+            }
+            let user = ctx.topology.database.app_user.clone();
+            let limit: Result<i32, _> =
+                sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+                    .bind(&user)
+                    .fetch_one(&mut admin)
+                    .await;
+            if let Ok(n) = limit
+                && n >= 0
+            {
+                found.push(format!("role {user} still has CONNECTION LIMIT {n}"));
+            }
+            let _ = admin.close().await;
+        }
+        Err(e) => found.push(format!("cannot check the database: {e}")),
+    }
+    if is_mount_point(&ctx.state.cache_dir()) {
+        found.push(format!(
+            "a file system is still mounted over {}",
+            ctx.state.cache_dir().display()
+        ));
+    }
+    found
+}

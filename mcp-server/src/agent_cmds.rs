@@ -2,9 +2,9 @@
 //! agent would use it: over stdio (a child `aiops serve --stdio`) or Streamable HTTP.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aiops_agent::{AgentOptions, AgentReport};
+use aiops_agent::{AgentOptions, AgentReport, WatchOptions};
 use aiops_sandbox::StateDir;
 use anyhow::Context;
 
@@ -40,27 +40,38 @@ pub async fn run(state: &StateDir, args: AgentRunArgs) -> anyhow::Result<ExitCod
             .with_context(|| format!("bad --approval `{pair}`: use TOOL=APPROVAL_ID"))?;
         opts.approval_ids.insert(tool.to_string(), id.to_string());
     }
-    let interval = Duration::from_secs(args.interval_s.max(1));
-    let mut round = 0u64;
-    let code = loop {
-        round += 1;
+    let code_of = |r: &AgentReport| match r.outcome.as_str() {
+        "recovered" | "no_incident" => ExitCode::SUCCESS,
+        "awaiting_approval" => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    };
+    let code = if !args.watch {
         let report = aiops_agent::run_once(&client, &opts)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         print_report(&report, args.json)?;
-        let code = match report.outcome.as_str() {
-            "recovered" | "no_incident" => ExitCode::SUCCESS,
-            "awaiting_approval" => ExitCode::from(2),
-            _ => ExitCode::from(1),
+        code_of(&report)
+    } else {
+        let w = WatchOptions {
+            interval: Duration::from_secs(args.interval_s.max(1)),
+            deadline: args
+                .timeout_s
+                .map(|s| Instant::now() + Duration::from_secs(s)),
+            stop_when_recovered: args.until_recovered,
+            max_rounds: args.max_rounds,
         };
-        if !args.watch || args.max_rounds.is_some_and(|m| round >= m) {
-            break code;
-        }
-        // Approvals are used once.
-        opts.approval_ids.clear();
+        let json = args.json;
+        let watching = aiops_agent::watch(&client, &opts, &w, |pass| match pass {
+            Ok(report) => {
+                if let Err(error) = print_report(report, json) {
+                    tracing::warn!(message = "Cannot print the report.", %error);
+                }
+            }
+            Err(error) => eprintln!("pass failed (watching on): {error}"),
+        });
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => break code,
+            last = watching => last.as_ref().map_or(ExitCode::from(1), code_of),
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         }
     };
     let _ = client.cancel().await;

@@ -48,6 +48,11 @@ fn list() -> anyhow::Result<ExitCode> {
 
 /// `90`, `90s`, `5m`, `1h` → seconds, within 1 s – 1 h.
 pub fn parse_ttl(raw: &str) -> anyhow::Result<u64> {
+    parse_secs("--ttl", raw, 1)
+}
+
+/// `90`, `90s`, `5m`, `1h` → seconds, within `min` s – 1 h; errors name `flag`.
+pub fn parse_secs(flag: &str, raw: &str, min: u64) -> anyhow::Result<u64> {
     let raw = raw.trim();
     let (num, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => raw.split_at(i),
@@ -55,15 +60,15 @@ pub fn parse_ttl(raw: &str) -> anyhow::Result<u64> {
     };
     let n: u64 = num
         .parse()
-        .with_context(|| format!("bad --ttl `{raw}`: use e.g. 90, 90s, 5m or 1h"))?;
+        .with_context(|| format!("bad {flag} `{raw}`: use e.g. 90, 90s, 5m or 1h"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        other => bail!("bad --ttl unit `{other}`: use s, m or h"),
+        other => bail!("bad {flag} unit `{other}`: use s, m or h"),
     };
-    if !(1..=3600).contains(&secs) {
-        bail!("--ttl must be between 1 s and 1 h (got {secs} s)");
+    if !(min..=3600).contains(&secs) {
+        bail!("{flag} must be between {min} s and 1 h (got {secs} s)");
     }
     Ok(secs)
 }

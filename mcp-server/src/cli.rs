@@ -56,6 +56,8 @@ pub enum Command {
     Incidents(IncidentsArgs),
     /// The scripted agent (no LLM): observe, diagnose, act by runbook, verify, report.
     Agent(AgentArgs),
+    /// Score an agent on real faults: inject, let it fix them in exam mode, check, revert.
+    Drill(DrillArgs),
     /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -166,6 +168,10 @@ pub struct ServeArgs {
     /// Hide every tool that changes anything (remediation and chaos): observe only.
     #[arg(long, conflicts_with = "allow_chaos")]
     pub read_only: bool,
+    /// Exam mode, for an agent under test: no chaos tools, and nothing in events or logs
+    /// that names an injected fault (what `aiops drill` gives the agent it scores).
+    #[arg(long, conflicts_with = "allow_chaos")]
+    pub exam: bool,
 }
 
 #[derive(Debug, Args)]
@@ -334,11 +340,12 @@ pub struct AgentRunArgs {
     /// Talk to the server over stdio (a child `aiops serve --stdio`; the default).
     #[arg(long, conflicts_with = "url")]
     pub stdio: bool,
-    /// Talk to a Streamable HTTP server instead, e.g. http://127.0.0.1:7300/mcp.
-    #[arg(long)]
+    /// Talk to a Streamable HTTP server instead, e.g. http://127.0.0.1:7300/mcp (what
+    /// `aiops drill --agent-cmd` passes in AIOPS_MCP_URL).
+    #[arg(long, env = "AIOPS_MCP_URL")]
     pub url: Option<String>,
     /// Bearer token for --url (default: the state dir's secrets/http-token).
-    #[arg(long, env = "AIOPS_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "AIOPS_MCP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// An approval a human granted, as TOOL=APPROVAL_ID (repeatable; used once).
     #[arg(long = "approval")]
@@ -349,7 +356,53 @@ pub struct AgentRunArgs {
     /// Stop after this many passes with --watch.
     #[arg(long)]
     pub max_rounds: Option<u64>,
+    /// With --watch: stop after the first pass that ends `recovered`.
+    #[arg(long, requires = "watch")]
+    pub until_recovered: bool,
+    /// With --watch: stop after this many seconds.
+    #[arg(long, requires = "watch")]
+    pub timeout_s: Option<u64>,
     /// One JSON report per pass.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Faults to draw from: `all` or a comma-separated list of catalogue names.
+    #[arg(long, default_value = "all")]
+    pub faults: String,
+    /// Trials per fault (pass^k needs k ≥ 2).
+    #[arg(long, default_value_t = 1)]
+    pub trials: usize,
+    /// Seed of the schedule (fault order, no-fault positions); default: from the clock,
+    /// printed so the drill can be replayed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No-fault trials mixed in (default: one per six fault trials, at least one).
+    #[arg(long)]
+    pub noop: Option<usize>,
+    /// The agent under test: `scripted` (built in).
+    #[arg(long, default_value = "scripted", conflicts_with = "agent_cmd")]
+    pub agent: String,
+    /// Run any agent instead: a shell command that gets AIOPS_MCP_URL and AIOPS_MCP_TOKEN
+    /// (the exam endpoint), AIOPS_DRILL_TRIAL and AIOPS_DRILL_TIMEOUT_S; stopped at the
+    /// timeout.
+    #[arg(long)]
+    pub agent_cmd: Option<String>,
+    /// Per trial, from the fault taking effect to the end of the agent's run (e.g. 120s, 2m).
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
+    /// How long the fix must hold, the fault still in place.
+    #[arg(long, default_value = "30s")]
+    pub durable: String,
+    /// How long the agent watches a healthy system in a no-fault trial.
+    #[arg(long, default_value = "15s")]
+    pub noop_window: String,
+    /// Deny the agent's approval requests instead of granting them as the on-call human.
+    #[arg(long)]
+    pub deny_approvals: bool,
+    /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }

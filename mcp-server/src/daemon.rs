@@ -40,6 +40,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let token = secrets::get_or_create(&state, secret::HTTP_TOKEN, 32)?;
+    let exam_token = secrets::get_or_create(&state, secret::EXAM_TOKEN, 32)?;
     std::fs::write(state.daemon_pid_file(), std::process::id().to_string())?;
 
     let runtime = ProcessRuntime::new(prepared);
@@ -61,16 +62,44 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     let options = ServerOptions {
         allow_chaos: args.allow_chaos,
         read_only: false,
+        exam: false,
     };
     let events = runtime.events().clone();
     let mcp_runtime = dyn_rt.clone();
     let server_state = state.clone();
+    let exam_server = {
+        let (observer, state, runtime, events) = (
+            observer.clone(),
+            state.clone(),
+            dyn_rt.clone(),
+            events.clone(),
+        );
+        let options = ServerOptions {
+            exam: true,
+            ..ServerOptions::default()
+        };
+        move || {
+            AiopsServer::new(
+                observer.clone(),
+                state.clone(),
+                runtime.clone(),
+                events.clone(),
+                &options,
+            )
+        }
+    };
     let app = control::router(
         dyn_rt,
         token.clone(),
         Arc::new(move || stop_for_api.notify_one()),
     )
     .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
+    .merge(crate::http::exam_router(
+        exam_server,
+        exam_token,
+        token.clone(),
+        cancel.clone(),
+    ))
     .merge(crate::http::mcp_router(
         move || {
             AiopsServer::new(

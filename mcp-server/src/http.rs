@@ -23,7 +23,32 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 struct Guard {
-    token: Arc<str>,
+    /// Any of these bearer tokens opens the routes.
+    tokens: Arc<[String]>,
+}
+
+fn streamable(
+    make_server: impl Fn() -> AiopsServer + Send + Sync + 'static,
+    cancel: &CancellationToken,
+) -> StreamableHttpService<AiopsServer, LocalSessionManager> {
+    StreamableHttpService::new(
+        move || Ok(make_server()),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default()
+            .with_cancellation_token(cancel.child_token())
+            .with_max_request_body_bytes(MAX_BODY_BYTES),
+    )
+}
+
+fn guarded(router: Router, tokens: Vec<String>) -> Router {
+    let guard = Guard {
+        tokens: tokens.into(),
+    };
+    router
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
+        .layer(middleware::from_fn_with_state(guard, check_request))
 }
 
 /// The MCP routes, guarded. `make_server` builds one server per MCP session.
@@ -32,24 +57,22 @@ pub fn mcp_router(
     token: String,
     cancel: CancellationToken,
 ) -> Router {
-    let factory = make_server.clone();
-    let streamable = StreamableHttpService::new(
-        move || Ok(factory()),
-        LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default()
-            .with_cancellation_token(cancel.child_token())
-            .with_max_request_body_bytes(MAX_BODY_BYTES),
-    );
-    let guard = Guard {
-        token: token.into(),
-    };
-    Router::new()
-        .nest_service("/mcp", streamable)
-        .merge(crate::sse::router(make_server, cancel))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_BODY_BYTES,
-        ))
-        .layer(middleware::from_fn_with_state(guard, check_request))
+    let router = Router::new()
+        .nest_service("/mcp", streamable(make_server.clone(), &cancel))
+        .merge(crate::sse::router(make_server, cancel));
+    guarded(router, vec![token])
+}
+
+/// The exam surface at `/exam/mcp` (Streamable HTTP): `make_server` must build exam-mode
+/// servers. Opened by the exam token (which opens nothing else) or the main token.
+pub fn exam_router(
+    make_server: impl Fn() -> AiopsServer + Send + Sync + 'static,
+    exam_token: String,
+    main_token: String,
+    cancel: CancellationToken,
+) -> Router {
+    let router = Router::new().nest_service("/exam/mcp", streamable(make_server, &cancel));
+    guarded(router, vec![exam_token, main_token])
 }
 
 async fn check_request(State(guard): State<Guard>, req: Request, next: Next) -> Response {
@@ -63,7 +86,11 @@ async fn check_request(State(guard): State<Guard>, req: Request, next: Next) -> 
              from local pages (DNS rebinding protection)",
         );
     }
-    if !aiops_sandbox::control::token_matches(req.headers(), &guard.token) {
+    if !guard
+        .tokens
+        .iter()
+        .any(|t| aiops_sandbox::control::token_matches(req.headers(), t))
+    {
         let mut resp = refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

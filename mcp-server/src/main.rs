@@ -8,6 +8,7 @@ mod bench;
 mod chaos_cmds;
 mod cli;
 mod daemon;
+mod drill_cmds;
 mod http;
 mod load;
 mod mcp;
@@ -63,6 +64,7 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Agent(args) => match args.command {
                 cli::AgentCommand::Run(a) => agent_cmds::run(&state, a).await,
             },
+            Drill(args) => drill_cmds::run(&state, args).await,
             Daemon(args) => daemon::run(state, args).await.map(|()| ExitCode::SUCCESS),
         }
     })

@@ -28,6 +28,7 @@ pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode
     let options = ServerOptions {
         allow_chaos: args.allow_chaos,
         read_only: args.read_only,
+        exam: args.exam,
     };
     let server_state = state.clone();
     observer.start_sampler();

@@ -30,6 +30,11 @@ pub(crate) const IDLE_IN_TX_S: f64 = 30.0;
 pub(crate) const CPU_PERCENT: f64 = 80.0;
 pub(crate) const RSS_GROWTH_BYTES: i64 = 100 * 1024 * 1024;
 pub(crate) const RECENT_RESTART_S: i64 = 15 * 60;
+/// A crash older than this (the service has run since) is context (info).
+pub(crate) const RECENT_CRASH_S: i64 = 120;
+/// A log error code whose newest line is older than this is history (info), not an
+/// ongoing incident.
+pub(crate) const LOG_CODE_STOPPED_S: u64 = 20;
 /// Application names that belong to the sandbox itself.
 const OWN_APPLICATIONS: [&str; 2] = ["target-app", "target-app-worker"];
 /// Error codes that point at a fault when they appear in recent logs.
@@ -198,17 +203,26 @@ fn services(i: &Inputs<'_>, now: DateTime<Utc>, out: &mut Vec<Anomaly>) {
                 vec![exit.clone()],
             ));
         }
-        let recent_exit = s.last_exit.as_ref().is_some_and(|e| {
-            DateTime::parse_from_rfc3339(&e.at)
-                .map(|t| (now - t.with_timezone(&Utc)).num_seconds() < RECENT_RESTART_S)
-                .unwrap_or(false)
-        });
-        if s.restarts > 0 && recent_exit {
+        // Only a crash counts: a clean exit (code 0) is a stop or restart someone asked
+        // for, not a symptom.
+        let crash_age_s = s
+            .last_exit
+            .as_ref()
+            .filter(|e| e.code != Some(0))
+            .and_then(|e| DateTime::parse_from_rfc3339(&e.at).ok())
+            .map(|t| (now - t.with_timezone(&Utc)).num_seconds())
+            .filter(|age| *age < RECENT_RESTART_S);
+        if let (true, Some(age)) = (s.restarts > 0, crash_age_s) {
             out.push(Anomaly::new(
                 "restarts",
-                format!("{} restarts", s.restarts),
-                "0 restarts with an exit in the last 15 min",
-                if s.restarts >= 3 {
+                format!(
+                    "{} restarts, the last after a crash {age} s ago",
+                    s.restarts
+                ),
+                "no crash in the last 15 min",
+                if age > RECENT_CRASH_S {
+                    Severity::Info
+                } else if s.restarts >= 3 {
                     Severity::Critical
                 } else {
                     Severity::Warning
@@ -526,14 +540,22 @@ fn logs(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
         if !INCIDENT_CODES.contains(&s.code.as_str()) {
             continue;
         }
+        let stopped = s.last_seen_s_ago.filter(|&a| a > LOG_CODE_STOPPED_S);
         let sev = match s.code.as_str() {
+            _ if stopped.is_some() => Severity::Info,
             "AUTH_INVALID_TOKEN" if s.count < 50 => Severity::Info,
             _ if s.count >= 10 => Severity::Critical,
             _ => Severity::Warning,
         };
         out.push(Anomaly::new(
             "log_error_code",
-            format!("{} × {} in the last 2 min", s.count, s.code),
+            match stopped {
+                Some(ago) => format!(
+                    "{} × {} in the last 2 min, none in the last {ago} s (stopped)",
+                    s.count, s.code
+                ),
+                None => format!("{} × {} in the last 2 min", s.count, s.code),
+            },
             "0",
             sev,
             component_for_code(&s.code),
@@ -727,6 +749,14 @@ mod tests {
                     2,
                     Some(now - chrono::Duration::hours(2)),
                 ),
+                {
+                    // Restarted on request: a clean exit is not a symptom.
+                    let mut clean = svc("upstream-primary", "running", 3, Some(now));
+                    if let Some(e) = clean.last_exit.as_mut() {
+                        e.code = Some(0);
+                    }
+                    clean
+                },
             ],
             all_running: false,
         };
@@ -746,6 +776,10 @@ mod tests {
         assert!(
             !a.iter().any(|x| x.component == "postgres"),
             "old restarts are not anomalies"
+        );
+        assert!(
+            !a.iter().any(|x| x.component == "upstream-primary"),
+            "requested restarts are not anomalies"
         );
     }
 
@@ -909,11 +943,19 @@ mod tests {
                 code: "DB_AUTH_FAILED".into(),
                 count: 12,
                 samples: vec!["line".into()],
+                last_seen_s_ago: Some(1),
+            },
+            LogSignal {
+                code: "DB_POOL_TIMEOUT".into(),
+                count: 40,
+                samples: vec!["old line".into()],
+                last_seen_s_ago: Some(90),
             },
             LogSignal {
                 code: "NOT_FOUND".into(),
                 count: 99,
                 samples: vec![],
+                last_seen_s_ago: None,
             },
         ];
         let disk = DiskUsageReport {
@@ -938,5 +980,12 @@ mod tests {
         assert_eq!(l.severity, Severity::Critical);
         assert!(!a.iter().any(|x| x.observed.contains("NOT_FOUND")));
         assert!(a.iter().any(|x| x.signal == "disk_low_free"));
+        // A code that stopped appearing is history: info, and said so.
+        let old = a
+            .iter()
+            .find(|x| x.observed.contains("DB_POOL_TIMEOUT"))
+            .unwrap();
+        assert_eq!(old.severity, Severity::Info);
+        assert!(old.observed.contains("stopped"), "{}", old.observed);
     }
 }

@@ -133,6 +133,13 @@ pub(crate) async fn list_events(obs: &Observer, q: EventQuery) -> Result<EventPa
         .await
         .map_err(|e| ObserveError::Other(format!("reading events failed: {e}")))?;
     let scrub = obs.scrubber();
+    let all: Vec<_> = if obs.is_exam() {
+        all.into_iter()
+            .filter(|e| !is_chaos_event(&e.kind))
+            .collect()
+    } else {
+        all
+    };
     Ok(page(
         &all,
         since,
@@ -142,6 +149,12 @@ pub(crate) async fn list_events(obs: &Observer, q: EventQuery) -> Result<EventPa
         cursor,
         &scrub,
     ))
+}
+
+/// Events the chaos engine records about its own faults (`fault_injected`,
+/// `fault_reverted`, ...): hidden from an agent under exam.
+pub(crate) fn is_chaos_event(kind: &str) -> bool {
+    kind.starts_with("fault_")
 }
 
 fn page(

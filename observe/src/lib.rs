@@ -68,6 +68,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Observer {
     inner: Arc<Inner>,
+    /// Exam mode: hide the fault-injection machinery (see [`Observer::for_exam`]).
+    exam: bool,
 }
 
 impl std::fmt::Debug for Observer {
@@ -75,6 +77,7 @@ impl std::fmt::Debug for Observer {
         f.debug_struct("Observer")
             .field("state", &self.inner.state.root())
             .field("runtime", &self.inner.runtime.kind())
+            .field("exam", &self.exam)
             .finish()
     }
 }
@@ -107,7 +110,24 @@ impl Observer {
                 ring: Mutex::new(Ring::default()),
                 sampler_started: AtomicBool::new(false),
             }),
+            exam: false,
         }
+    }
+
+    /// The same observer (same sampler, same history) in exam mode, for an agent under
+    /// test: the event timeline leaves out the chaos engine's own events (`fault_*`) and
+    /// the logs leave out the target's failpoint bookkeeping lines (`"failpoint"` field),
+    /// so nothing an agent reads names an injected fault. Symptoms stay visible.
+    pub fn for_exam(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            exam: true,
+        }
+    }
+
+    /// Whether this handle hides the fault-injection machinery.
+    pub fn is_exam(&self) -> bool {
+        self.exam
     }
 
     /// Spawn the background sampler (a tokio task): every 1 s a scrape of the target's
@@ -131,7 +151,7 @@ impl Observer {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
-                let obs = Observer { inner };
+                let obs = Observer { inner, exam: false };
                 let due_stats = last_stats.is_none_or(|t| {
                     t.elapsed() + Duration::from_millis(100) >= sampler::STATS_EVERY
                 });

@@ -180,6 +180,8 @@ pub(crate) struct Filter {
     pub code: Option<String>,
     pub regex: Option<Regex>,
     pub contains: Option<Regex>,
+    /// Exam mode: skip the target's failpoint bookkeeping lines (a `"failpoint"` field).
+    pub hide_failpoints: bool,
 }
 
 /// A parsed line.
@@ -469,6 +471,9 @@ fn scan_bounded(
                 if raw.trim().is_empty() {
                     continue;
                 }
+                if filter.hide_failpoints && raw.contains("\"failpoint\"") {
+                    continue;
+                }
                 if let Some(c) = &filter.contains
                     && !c.is_match(raw)
                 {
@@ -737,7 +742,8 @@ pub(crate) async fn query_logs(
 ) -> Result<LogQueryResult, ObserveError> {
     let limit = limit_arg(q.limit)?;
     let services = services_arg(q.service.as_deref())?;
-    let filter = build_filter(&q, Utc::now())?;
+    let mut filter = build_filter(&q, Utc::now())?;
+    filter.hide_failpoints = obs.is_exam();
     let cursor: Option<Vec<FilePos>> = q.cursor.as_deref().map(decode_cursor).transpose()?;
     if let Some(c) = &cursor {
         let names: Vec<&str> = c.iter().map(|p| p.service.as_str()).collect();

@@ -20,6 +20,9 @@ use crate::{
 
 const SNAPSHOT_LIST_CAP: usize = 5;
 const LOG_WINDOW_S: i64 = 120;
+/// The metrics window of a snapshot: short, so a fix shows at once and a past incident
+/// does not look current.
+const SNAPSHOT_METRICS_WINDOW_S: u64 = 20;
 const SAMPLE_CHARS: usize = 300;
 
 /// A part of the snapshot that could not be gathered.
@@ -37,6 +40,9 @@ pub struct LogSignal {
     pub count: u64,
     /// Up to 3 of the newest lines with the code: `service: raw line` (≤ 300 chars).
     pub samples: Vec<String>,
+    /// Seconds between the newest line with the code and the snapshot: a code that
+    /// stopped appearing is history, not an ongoing incident.
+    pub last_seen_s_ago: Option<u64>,
 }
 
 /// Everything at once, for the first look at an incident.
@@ -50,7 +56,7 @@ pub struct IncidentSnapshot {
     pub anomalies: Vec<Anomaly>,
     pub status: Option<SandboxStatus>,
     pub health: Option<HealthReport>,
-    /// Over the last 60 s.
+    /// Over the last 20 s: what is happening now, not a minute ago.
     pub metrics: Option<MetricsReport>,
     /// Lists cut to 5 items.
     pub database: Option<DbDiagnostics>,
@@ -104,8 +110,10 @@ async fn log_signals(obs: &Observer) -> Result<Vec<LogSignal>, ObserveError> {
         .into_iter()
         .map(|(s, p)| (s, p, None))
         .collect();
+    let now = Utc::now();
     let filter = Filter {
-        since: Some(Utc::now() - chrono::Duration::seconds(LOG_WINDOW_S)),
+        since: Some(now - chrono::Duration::seconds(LOG_WINDOW_S)),
+        hide_failpoints: obs.is_exam(),
         ..Default::default()
     };
     let scrub = obs.scrubber();
@@ -116,6 +124,17 @@ async fn log_signals(obs: &Observer) -> Result<Vec<LogSignal>, ObserveError> {
         .counts_by_code
         .iter()
         .map(|(code, count)| LogSignal {
+            last_seen_s_ago: out.samples_by_code.get(code).and_then(|v: &Vec<LogEntry>| {
+                v.iter()
+                    .filter_map(|e| {
+                        e.timestamp
+                            .as_deref()?
+                            .parse::<chrono::DateTime<Utc>>()
+                            .ok()
+                    })
+                    .max()
+                    .map(|t| u64::try_from((now - t).num_seconds()).unwrap_or(0))
+            }),
             code: code.clone(),
             count: *count,
             samples: out
@@ -155,7 +174,9 @@ pub(crate) async fn incident_snapshot(obs: &Observer) -> Result<IncidentSnapshot
     let (status, health, metrics, db, processes, disk, config, events, signals) = tokio::join!(
         obs.sandbox_status(),
         obs.check_health(),
-        obs.get_metrics(MetricsQuery { window_s: Some(60) }),
+        obs.get_metrics(MetricsQuery {
+            window_s: Some(SNAPSHOT_METRICS_WINDOW_S),
+        }),
         obs.db_diagnostics(DbDiagnosticsQuery::default()),
         obs.process_stats(),
         obs.disk_usage(),

@@ -73,10 +73,17 @@ impl AuditLog {
         all.into_iter().skip(skip).collect()
     }
 
-    /// `restart_service` runs of `service` that acted (executed or failed) since `since`.
+    /// `restart_service` runs of `service` that acted (executed or failed) since `since`,
+    /// or since the last `rate_window_reset` line when that is later.
     pub fn restarts_since(&self, service: &str, since: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-        self.read_all()
-            .into_iter()
+        let all = self.read_all();
+        let since = all
+            .iter()
+            .rev()
+            .find(|e| e["event"] == RATE_WINDOW_RESET)
+            .and_then(|e| e["time"].as_str()?.parse::<DateTime<Utc>>().ok())
+            .map_or(since, |reset| reset.max(since));
+        all.into_iter()
             .filter(|e| {
                 e["event"] == "finished"
                     && e["action"] == "restart_service"
@@ -88,6 +95,10 @@ impl AuditLog {
             .collect()
     }
 }
+
+/// The audit event that starts the restart rate-limit windows afresh (a drill between
+/// trials: the sandbox was reset, earlier restarts say nothing about a restart loop now).
+pub const RATE_WINDOW_RESET: &str = "rate_window_reset";
 
 /// Replace every secret value of the sandbox found in `text`.
 pub(crate) fn redact_values(text: &str, secrets_dir: &Path) -> String {

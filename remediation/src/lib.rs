@@ -305,6 +305,44 @@ impl Remediator {
         Ok(a)
     }
 
+    /// The steady-state check of `verify_recovery` over a `window_s` window, for a
+    /// scorer watching the sandbox (the drill harness): the same checks, but not an
+    /// action, so not audited and invisible to the agent being scored.
+    pub async fn steady_state(&self, window_s: u64) -> Verification {
+        let ctx = match ctx::Ctx::new(self.inner.state.clone(), self.inner.runtime.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Verification::of(vec![Check {
+                    name: "sandbox".into(),
+                    passed: false,
+                    observed: e,
+                    expected: "the sandbox answers".into(),
+                }]);
+            }
+        };
+        let mut params = Map::new();
+        params.insert("window_s".into(), json!(window_s.clamp(1, 60)));
+        let (checks, _) = recovery::verify_recovery(&ctx, &params).await;
+        Verification::of(checks)
+    }
+
+    /// Start the restart rate-limit windows afresh, with an audit line saying who and why
+    /// (a drill resets the sandbox between trials; earlier trials' restarts are not a
+    /// restart loop of this one).
+    pub fn reset_rate_windows(&self, by: &str, reason: &str) -> Result<(), RemediationError> {
+        self.inner.audit.append(&json!({
+            "time": Utc::now(),
+            "event": audit::RATE_WINDOW_RESET,
+            "client": by,
+            "reason": reason,
+        }))
+    }
+
+    /// Every line of the audit log, oldest first (lines that do not parse are skipped).
+    pub fn audit_all(&self) -> Vec<Value> {
+        self.inner.audit.read_all()
+    }
+
     /// Run one action through plan → policy → audit → execute → verify.
     pub async fn run(
         &self,

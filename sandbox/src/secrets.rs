@@ -45,4 +45,7 @@ pub mod names {
     pub const TARGET_ADMIN_TOKEN: &str = "target-admin-token";
     pub const UPSTREAM_ADMIN_TOKEN: &str = "upstream-admin-token";
     pub const HTTP_TOKEN: &str = "http-token";
+    /// Opens only the exam MCP surface (`/exam/mcp`): what a drill gives an agent under
+    /// test, so it cannot reach the chaos or control APIs.
+    pub const EXAM_TOKEN: &str = "exam-token";
 }

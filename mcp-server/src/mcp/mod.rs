@@ -38,7 +38,7 @@ upstreams (`upstream-primary`, `upstream-fallback`) and a background job `worker
 
 How to work:
 1. Start every investigation with `incident_snapshot`: one call that gathers service \
-states, health probes, metrics over the last minute, recent error codes from the logs, \
+states, health probes, metrics over the last 20 s, recent error codes from the logs, \
 database sessions and locks, disk and config, and lists anomalies with evidence.
 2. Drill down with the focused tools: `check_health`, `get_metrics` (rates, error %, \
 latency percentiles, pool use), `query_logs` (filter by service, level, error code, regex, \
@@ -60,6 +60,11 @@ pub struct ServerOptions {
     pub allow_chaos: bool,
     /// Hide every tool that changes anything (`--read-only`).
     pub read_only: bool,
+    /// Exam mode, for an agent under test (`aiops drill`, `/exam/mcp`, `serve --exam`):
+    /// no chaos tools whatever `allow_chaos` says, and observation that leaves out the
+    /// fault-injection machinery ([`Observer::for_exam`]). No tool or resource of this
+    /// server returns a fault's ground-truth label in any mode.
+    pub exam: bool,
 }
 
 /// The `aiops` MCP server.
@@ -85,9 +90,14 @@ impl AiopsServer {
             + Self::runbook_router()
             + Self::report_router()
             + remediation_tools::remediation_router(options.read_only);
-        if options.allow_chaos && !options.read_only {
+        if options.allow_chaos && !options.read_only && !options.exam {
             tool_router += Self::chaos_router();
         }
+        let observer = if options.exam {
+            observer.for_exam()
+        } else {
+            observer
+        };
         Self {
             observer,
             state,

@@ -15,7 +15,7 @@ use super::{AiopsServer, tool_result};
 impl AiopsServer {
     #[tool(
         description = "One call to start any investigation. Gathers service states, health \
-probes, metrics over the last minute, recent error codes from the logs, database sessions \
+probes, metrics over the last 20 s, recent error codes from the logs, database sessions \
 and lock chains, process resource use, disk space and config validity, then lists \
 anomalies: each with the signal, the observed value, the threshold it crossed, severity, \
 the component involved and concrete evidence (log lines, pids and queries, figures). \
