@@ -327,12 +327,13 @@ impl Drill {
         let mut agent_outcome: Option<String> = None;
         let mut granted = 0u32;
         loop {
-            // A passing check means the whole window was healthy: it counts from its start.
-            let check_started = Utc::now();
+            // A passing check counts when it ends: its window may have begun before the
+            // fix (a growth or rate check passes once the end state is good), so the end
+            // is the moment the steady state is known to be back.
             if agent_outcome.is_none() {
                 tokio::select! {
                     outcome = &mut agent => { agent_outcome = Some(outcome); continue; }
-                    v = self.remediator.steady_state(CHECK_WINDOW_S) => watch.saw(v.passed, check_started, &v),
+                    v = self.remediator.steady_state(CHECK_WINDOW_S) => watch.saw(v.passed, Utc::now(), &v),
                 }
             } else {
                 // The agent is done: a short grace for a restart under way to turn healthy.
@@ -346,7 +347,7 @@ impl Drill {
                     break;
                 }
                 let v = self.remediator.steady_state(CHECK_WINDOW_S).await;
-                watch.saw(v.passed, check_started, &v);
+                watch.saw(v.passed, Utc::now(), &v);
             }
             granted += self.decide_approvals(mark, opts.approve);
         }

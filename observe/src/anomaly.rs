@@ -26,7 +26,8 @@ pub(crate) const ERROR_RATE_PERCENT: f64 = 5.0;
 pub(crate) const MIN_REQUESTS_FOR_RATE: u64 = 10;
 pub(crate) const P95_MS: f64 = 1000.0;
 pub(crate) const POOL_BUSY_PERCENT: f64 = 90.0;
-pub(crate) const IDLE_IN_TX_S: f64 = 30.0;
+/// An OLTP transaction idle for this long holds its locks and connection for nothing.
+pub(crate) const IDLE_IN_TX_S: f64 = 5.0;
 pub(crate) const CPU_PERCENT: f64 = 80.0;
 pub(crate) const RSS_GROWTH_BYTES: i64 = 100 * 1024 * 1024;
 pub(crate) const RECENT_RESTART_S: i64 = 15 * 60;
@@ -35,6 +36,8 @@ pub(crate) const RECENT_CRASH_S: i64 = 120;
 /// A log error code whose newest line is older than this is history (info), not an
 /// ongoing incident.
 pub(crate) const LOG_CODE_STOPPED_S: u64 = 20;
+/// Lines of one code (outside the incident list) in the 2-min log window that make a flood.
+pub(crate) const ERROR_FLOOD_LINES: u64 = 300;
 /// Application names that belong to the sandbox itself.
 const OWN_APPLICATIONS: [&str; 2] = ["target-app", "target-app-worker"];
 /// Error codes that point at a fault when they appear in recent logs.
@@ -538,6 +541,7 @@ fn component_for_code(code: &str) -> &'static str {
 fn logs(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
     for s in i.log_signals {
         if !INCIDENT_CODES.contains(&s.code.as_str()) {
+            error_flood(s, out);
             continue;
         }
         let stopped = s.last_seen_s_ago.filter(|&a| a > LOG_CODE_STOPPED_S);
@@ -562,6 +566,28 @@ fn logs(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
             s.samples.clone(),
         ));
     }
+}
+
+/// A code outside the incident list flooding the log right now: noise that costs disk
+/// and CPU (and hides real errors), whatever else is going on.
+fn error_flood(s: &LogSignal, out: &mut Vec<Anomaly>) {
+    let ongoing = s.last_seen_s_ago.is_some_and(|a| a <= LOG_CODE_STOPPED_S);
+    if s.count < ERROR_FLOOD_LINES || !ongoing {
+        return;
+    }
+    let service = s
+        .samples
+        .first()
+        .and_then(|l| l.split_once(": "))
+        .map_or("target-app", |(svc, _)| svc);
+    out.push(Anomaly::new(
+        "error_log_flood",
+        format!("{} × {} in the last 2 min", s.count, s.code),
+        format!("< {ERROR_FLOOD_LINES} lines of one code"),
+        Severity::Warning,
+        service,
+        s.samples.clone(),
+    ));
 }
 
 fn resources(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
@@ -957,6 +983,12 @@ mod tests {
                 samples: vec![],
                 last_seen_s_ago: None,
             },
+            LogSignal {
+                code: "INTERNAL_PANIC_REPORTED".into(),
+                count: 4000,
+                samples: vec!["target-app: {\"level\":\"ERROR\"}".into()],
+                last_seen_s_ago: Some(0),
+            },
         ];
         let disk = DiskUsageReport {
             state_dir: "/x".into(),
@@ -987,5 +1019,8 @@ mod tests {
             .unwrap();
         assert_eq!(old.severity, Severity::Info);
         assert!(old.observed.contains("stopped"), "{}", old.observed);
+        let flood = a.iter().find(|x| x.signal == "error_log_flood").unwrap();
+        assert_eq!(flood.component, "target-app");
+        assert!(flood.observed.contains("INTERNAL_PANIC_REPORTED"));
     }
 }

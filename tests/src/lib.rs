@@ -89,6 +89,26 @@ impl Sandbox {
         self.aiops_ok(&["up", "--http", "127.0.0.1:0", "--random-ports"])
     }
 
+    /// The daemon's base URL (`http://127.0.0.1:PORT`) and the main bearer token.
+    pub fn endpoint(&self) -> (String, String) {
+        let ep: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.home().join("run/endpoint.json")).expect("run/endpoint.json"),
+        )
+        .expect("endpoint.json parses");
+        (
+            ep["url"].as_str().expect("url").to_string(),
+            self.secret("http-token"),
+        )
+    }
+
+    /// A generated secret of this sandbox (`secrets/NAME`), trimmed.
+    pub fn secret(&self, name: &str) -> String {
+        std::fs::read_to_string(self.home().join("secrets").join(name))
+            .unwrap_or_else(|e| panic!("secrets/{name}: {e}"))
+            .trim()
+            .to_string()
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let out = self.aiops_ok(&["status", "--json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
