@@ -63,6 +63,15 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         read_only: false,
     };
     let events = runtime.events().clone();
+    let rest = crate::rest::RestState {
+        observer: observer.clone(),
+        state: state.clone(),
+        runtime: dyn_rt.clone(),
+        events: events.clone(),
+        chaos: chaos.clone(),
+        allow_chaos: args.allow_chaos,
+    };
+    let compat = crate::rest::compat::listen(&state, &args.compat, &rest).await?;
     let mcp_runtime = dyn_rt.clone();
     let server_state = state.clone();
     let app = control::router(
@@ -71,6 +80,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         Arc::new(move || stop_for_api.notify_one()),
     )
     .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
+    .merge(crate::rest::router(rest, token.clone()))
     .merge(crate::http::mcp_router(
         move || {
             AiopsServer::new(
@@ -127,6 +137,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     }
     runtime.shutdown_all().await;
     server.abort();
+    compat.iter().for_each(|t| t.abort());
     let _ = std::fs::remove_file(state.endpoint_file());
     let _ = std::fs::remove_file(state.daemon_pid_file());
     tracing::info!(message = "Daemon stopped.");
