@@ -786,23 +786,32 @@ async fn downtime_estimate(st: &RestState, service: &str) -> (Option<f64>, Strin
     let Ok(page) = page else {
         return (None, "the event timeline cannot be read".into());
     };
-    // Newest first: find the newest healthy transition, then the start before it.
+    // Oldest first: each start, then the first health transition after it; the newest
+    // start whose first transition was to healthy gives the estimate.
     let parse = |ts: &str| DateTime::parse_from_rfc3339(ts).ok().map(|t| t.with_timezone(&Utc));
-    let mut healthy_at = None;
-    for e in &page.events {
-        if healthy_at.is_none() {
-            if e.kind == "health_changed" && e.detail.contains("→ healthy") {
-                healthy_at = parse(&e.ts);
+    let mut started: Option<DateTime<Utc>> = None;
+    let mut last: Option<f64> = None;
+    for e in page.events.iter().rev() {
+        match e.kind.as_str() {
+            "service_started" => started = parse(&e.ts),
+            "health_changed" => {
+                if let (Some(start), Some(at)) = (started.take(), parse(&e.ts))
+                    && e.detail.contains("→ healthy")
+                {
+                    last = Some((at - start).num_milliseconds() as f64 / 1000.0);
+                }
             }
-        } else if e.kind == "service_started"
-            && let (Some(start), Some(up)) = (parse(&e.ts), healthy_at)
-        {
-            let secs = (up - start).num_milliseconds() as f64 / 1000.0;
-            return (
-                Some((secs * 10.0).ceil() / 10.0),
-                format!("the last observed start of {service} took {secs:.1} s to become healthy"),
-            );
+            _ => {}
         }
+    }
+    if let Some(secs) = last {
+        return (
+            Some((secs * 10.0).ceil() / 10.0),
+            format!(
+                "the last observed start of {service} took {secs:.1} s to become healthy \
+                 (the stop comes on top)"
+            ),
+        );
     }
     (None, format!("no start of {service} followed by healthy in the event timeline"))
 }

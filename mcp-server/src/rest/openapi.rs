@@ -240,6 +240,30 @@ fn build() -> Value {
                    "description": "The token in the state dir's secrets/http-token"}
     });
     doc["security"] = json!([{"bearer": []}]);
+    // The guards answer before any handler: every operation may get these.
+    let guard_answers = [
+        ("401", "Missing or wrong bearer token"),
+        ("403", "A non-loopback Origin, or (chaos) chaos disabled"),
+        ("413", "Request body over 1 MiB"),
+    ];
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                let Some(responses) = op["responses"].as_object_mut() else {
+                    continue;
+                };
+                for (code, description) in guard_answers {
+                    responses.entry(code).or_insert_with(|| {
+                        json!({"description": description, "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+                    });
+                }
+            }
+        }
+    }
     for (path, method, props) in query_types() {
         let Some(op) = doc["paths"][path][method].as_object_mut() else {
             continue;
