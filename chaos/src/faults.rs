@@ -233,7 +233,12 @@ impl Kind {
                 params: {
                     const P: &[ParamSpec] = &[
                         int("rows", "Rows with id 1..=rows are locked.", 1, 50, 10),
-                        one_of("table", "The table whose rows are locked.", ID_TABLES, "products"),
+                        one_of(
+                            "table",
+                            "The table whose rows are locked.",
+                            ID_TABLES,
+                            "products",
+                        ),
                         int(
                             "advisory_lock_id",
                             "When > 0: hold pg_advisory_xact_lock(advisory_lock_id) instead of row locks.",
@@ -484,9 +489,21 @@ impl Kind {
                 ttl_s: 120,
                 params: {
                     const P: &[ParamSpec] = &[
-                        int("max_requests", "Requests allowed per window.", 1, 10_000, 10),
+                        int(
+                            "max_requests",
+                            "Requests allowed per window.",
+                            1,
+                            10_000,
+                            10,
+                        ),
                         int("window_seconds", "The window, in seconds.", 1, 3600, 60),
-                        int("flood_requests", "Requests the flood sends in all (0 = no flood).", 0, 100_000, 200),
+                        int(
+                            "flood_requests",
+                            "Requests the flood sends in all (0 = no flood).",
+                            0,
+                            100_000,
+                            200,
+                        ),
                         int("flood_rate", "Flood requests per second.", 1, 500, 50),
                     ];
                     P
@@ -575,12 +592,7 @@ impl Sessions {
     }
     /// Stops the flood of fault `id`, if this process runs one.
     fn stop_flood(&self, id: &str) {
-        if let Some(task) = self
-            .1
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id)
-        {
+        if let Some(task) = self.1.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
             task.abort();
         }
     }
@@ -755,10 +767,14 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
             } else {
                 "stop service target-app through the runtime (SIGTERM to its process group, SIGKILL after the grace period); a requested stop is never restarted"
             };
-            (vec![
-                first.into(),
-                "revert: start service target-app if it is not running, wait until healthy".into(),
-            ], undo)
+            (
+                vec![
+                    first.into(),
+                    "revert: start service target-app if it is not running, wait until healthy"
+                        .into(),
+                ],
+                undo,
+            )
         }
         RateLimit => {
             let (base, token) = ctx.target_admin()?;
@@ -776,7 +792,9 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
                     format!(
                         "PUT {base}/admin/rate_limit {{\"max_requests\": {max}, \"window_seconds\": {window}}} (bearer ADMIN_TOKEN from the target's .env)"
                     ),
-                    format!("send {n} requests GET {url}/api/v1/products?limit=1 at {rate} per second, in the background"),
+                    format!(
+                        "send {n} requests GET {url}/api/v1/products?limit=1 at {rate} per second, in the background"
+                    ),
                     format!(
                         "revert: stop the flood, PUT {base}/admin/rate_limit {{\"max_requests\": {}, \"window_seconds\": {}}}",
                         current.0, current.1
@@ -979,7 +997,10 @@ async fn delete_failpoint(ctx: &Ctx, base: &str, token: &str, name: &str) -> R<(
 /// The statement a lock fault's session runs (identifiers come from a fixed list).
 fn lock_statement(kind: Kind, p: &Value) -> String {
     if kind == Kind::LockContention {
-        format!("BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", p.text("table"))
+        format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            p.text("table")
+        )
     } else if p.int("advisory_lock_id") > 0 {
         format!(
             "BEGIN; SELECT pg_advisory_xact_lock({})",
@@ -1003,7 +1024,12 @@ async fn get_rate_limit(ctx: &Ctx, base: &str, token: &str) -> R<(i64, i64)> {
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("GET /admin/rate_limit: {}", crate::ctx::describe_reqwest(&e)))?;
+        .map_err(|e| {
+            format!(
+                "GET /admin/rate_limit: {}",
+                crate::ctx::describe_reqwest(&e)
+            )
+        })?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or_default();
     if !status.is_success() {
@@ -1673,8 +1699,7 @@ pub(crate) async fn verify(
                 let r = ctx.get("/api/v1/products?limit=1", short).await;
                 match &r {
                     Ok(reply)
-                        if reply.status == 429
-                            && reply.code.as_deref() == Some("RATE_LIMITED") =>
+                        if reply.status == 429 && reply.code.as_deref() == Some("RATE_LIMITED") =>
                     {
                         Ok(format!("GET /api/v1/products: {}", fmt_reply(&r)))
                     }

@@ -47,9 +47,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req.send().unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
@@ -160,7 +158,10 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
     assert_names_field(api.get("/api/v1/logs?limit=abc"), "limit");
     assert_names_field(api.get("/api/v1/audit?limit=0"), "limit");
     assert_names_field(
-        api.post("/api/v1/actions/restart_service", json!({"service": "nginx"})),
+        api.post(
+            "/api/v1/actions/restart_service",
+            json!({"service": "nginx"}),
+        ),
         "service",
     );
     assert_names_field(
@@ -174,7 +175,10 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
         api.post("/api/v1/actions/restart_service?dryrun=true", json!({})),
         "dryrun",
     );
-    assert_names_field(api.post("/api/v1/actions/verify_recovery", json!([1])), "body");
+    assert_names_field(
+        api.post("/api/v1/actions/verify_recovery", json!([1])),
+        "body",
+    );
     let (status, body) = api.post("/api/v1/actions/reboot_machine", json!({}));
     assert_eq!(status, 404, "{body:#}");
     assert_eq!(body["error"]["field"], "action");
@@ -198,13 +202,20 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
     assert_eq!(status, 200, "{plan:#}");
     assert_eq!(plan["status"], "planned", "{plan:#}");
     assert!(!plan["plan"]["steps"].as_array().unwrap().is_empty());
-    assert_eq!(sb.service("target-app")["pid"], pid_before, "a dry run restarted");
+    assert_eq!(
+        sb.service("target-app")["pid"],
+        pid_before,
+        "a dry run restarted"
+    );
     let dry_audit = plan["audit_id"].as_str().unwrap().to_string();
 
     // A read-only action executes and verifies.
     let (status, verified) = api.post("/api/v1/actions/verify_recovery", json!({}));
     assert!(status == 200 || status == 409, "{verified:#}");
-    assert!(verified["verification"]["checks"].is_array(), "{verified:#}");
+    assert!(
+        verified["verification"]["checks"].is_array(),
+        "{verified:#}"
+    );
 
     // Policy: a denied action is refused (403, nothing done), an approved one waits for a
     // person, who approves over REST; the approval is then used once.
@@ -220,7 +231,11 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
     assert_eq!(status, 403, "{refused:#}");
     assert_eq!(refused["status"], "refused");
     assert_eq!(refused["policy"]["decision"], "deny", "{refused:#}");
-    assert_eq!(sb.service("target-app")["pid"], pid_before, "a refusal restarted");
+    assert_eq!(
+        sb.service("target-app")["pid"],
+        pid_before,
+        "a refusal restarted"
+    );
     let refused_audit = refused["audit_id"].as_str().unwrap().to_string();
 
     let (status, pending) = api.post("/api/v1/actions/clear_cache", json!({}));
@@ -285,7 +300,10 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
         .iter()
         .filter_map(|f| f["id"].as_str())
         .collect();
-    assert!(ids.contains(&"rate_limit") && ids.contains(&"db_pool_exhaustion"), "{ids:?}");
+    assert!(
+        ids.contains(&"rate_limit") && ids.contains(&"db_pool_exhaustion"),
+        "{ids:?}"
+    );
     let (status, body) = api.post("/api/v1/chaos/no_such_fault", json!({}));
     assert_eq!(status, 404, "{body:#}");
     assert_eq!(body["error"]["field"], "fault");
@@ -309,21 +327,28 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
     assert_eq!(status, 200, "{plan:#}");
     assert_eq!(plan["dry_run"], true);
     assert!(plan["record"].is_null());
-    assert_eq!(api.get("/api/v1/chaos").1["faults"], json!([]), "a dry run injected");
-
-    let (status, injected) = api.post(
-        "/api/v1/chaos/latency?ttl_s=120",
-        json!({"delay_ms": 2000}),
+    assert_eq!(
+        api.get("/api/v1/chaos").1["faults"],
+        json!([]),
+        "a dry run injected"
     );
+
+    let (status, injected) = api.post("/api/v1/chaos/latency?ttl_s=120", json!({"delay_ms": 2000}));
     assert_eq!(status, 200, "{injected:#}");
     assert_eq!(injected["effect"]["verified"], true, "{injected:#}");
     let id = injected["record"]["id"].as_str().unwrap().to_string();
-    assert!(injected["record"].get("label").is_none(), "the label leaked");
+    assert!(
+        injected["record"].get("label").is_none(),
+        "the label leaked"
+    );
     let (_, listed) = api.get("/api/v1/chaos");
     let active = &listed["faults"][0];
     assert_eq!(active["id"], id.as_str());
     assert_eq!(active["state"], "active");
-    assert!(active.get("label").is_none(), "the label leaked: {active:#}");
+    assert!(
+        active.get("label").is_none(),
+        "the label leaked: {active:#}"
+    );
     let (status, stopped) = api.post(&format!("/api/v1/chaos/{id}/stop"), json!({}));
     assert_eq!(status, 200, "{stopped:#}");
     assert_eq!(stopped["state"], "reverted");
@@ -363,7 +388,12 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
     assert_eq!(list["incidents"][0]["id"], rid);
     let (status, one) = api.get(&format!("/api/v1/incidents/{rid}"));
     assert_eq!(status, 200);
-    assert!(one["markdown"].as_str().unwrap().contains("Latency injected"));
+    assert!(
+        one["markdown"]
+            .as_str()
+            .unwrap()
+            .contains("Latency injected")
+    );
     let (status, _) = api.get("/api/v1/incidents/..%2F..%2Fsecrets");
     assert_eq!(status, 404);
 
@@ -387,7 +417,10 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
         .text()
         .unwrap();
     assert!(page.contains("/api/openapi.json"));
-    assert!(!page.contains("https://") && !page.contains("http://"), "the page loads from outside");
+    assert!(
+        !page.contains("https://") && !page.contains("http://"),
+        "the page loads from outside"
+    );
 
     // No secret in anything the API answered.
     let secrets: Vec<String> = std::fs::read_dir(sb.home().join("secrets"))
@@ -397,7 +430,11 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
         .map(|s| s.trim().to_string())
         .filter(|s| s.len() >= 8)
         .collect();
-    for path in ["/api/v1/config", "/api/v1/audit?limit=1000", "/api/v1/snapshot"] {
+    for path in [
+        "/api/v1/config",
+        "/api/v1/audit?limit=1000",
+        "/api/v1/snapshot",
+    ] {
         let text = api.get(path).1.to_string();
         for s in &secrets {
             assert!(!text.contains(s.as_str()), "{path} shows a secret");
@@ -534,10 +571,15 @@ fn original_integration_scenario_pool_exhaustion_fixed_through_the_compat_ports(
         assert_eq!(status, 200, "{dry:#}");
         assert_eq!(dry["dry_run"], true);
         assert_eq!(dry["status"], "planned");
-        assert!(dry["command"].as_str().unwrap().contains(service), "{dry:#}");
+        assert!(
+            dry["command"].as_str().unwrap().contains(service),
+            "{dry:#}"
+        );
         assert!(dry["risk_level"].is_string(), "{dry:#}");
         assert!(
-            dry["estimated_downtime_seconds"].as_f64().is_some_and(|s| s > 0.0),
+            dry["estimated_downtime_seconds"]
+                .as_f64()
+                .is_some_and(|s| s > 0.0),
             "{dry:#}"
         );
     }
@@ -555,15 +597,19 @@ fn original_integration_scenario_pool_exhaustion_fixed_through_the_compat_ports(
     // 3. Under traffic, within 10 s: the pool is critical and health says the database is
     // unhealthy.
     let load = Load::start(format!("{target}/api/v1/products?limit=1"), 12);
-    wait_for("pool critical and database unhealthy", Duration::from_secs(10), || {
-        let (_, pool) = send(http.get(format!("{target}/api/v1/pool/status")));
-        let (code, health) = send(http.get(format!("{target}/api/v1/health")));
-        if pool["health"] == "critical" && code == 503 && health["db"]["status"] == "down" {
-            Ok(())
-        } else {
-            Err(format!("pool {pool}; health {code} {health}"))
-        }
-    });
+    wait_for(
+        "pool critical and database unhealthy",
+        Duration::from_secs(10),
+        || {
+            let (_, pool) = send(http.get(format!("{target}/api/v1/pool/status")));
+            let (code, health) = send(http.get(format!("{target}/api/v1/health")));
+            if pool["health"] == "critical" && code == 503 && health["db"]["status"] == "down" {
+                Ok(())
+            } else {
+                Err(format!("pool {pool}; health {code} {health}"))
+            }
+        },
+    );
     let (_, verdict) = send(http.get(format!("{actions}/api/v1/action/verify-target-health")));
     assert_eq!(verdict["is_healthy"], false, "{verdict:#}");
     assert_eq!(verdict["database_status"], "unhealthy", "{verdict:#}");
@@ -574,7 +620,12 @@ fn original_integration_scenario_pool_exhaustion_fixed_through_the_compat_ports(
         "{actions}/api/v1/action/remediate-db-pool-exhaustion?escalate_to_db_restart=true"
     )));
     assert_eq!(status, 200, "{fixed:#}");
-    assert_eq!(fixed["remediation_complete"], true, "{fixed:#}\n{}", sb.log_tails());
+    assert_eq!(
+        fixed["remediation_complete"],
+        true,
+        "{fixed:#}\n{}",
+        sb.log_tails()
+    );
     assert_eq!(fixed["execution_log"][0]["action"], "kill_db_sessions");
     assert_eq!(fixed["execution_log"][0]["status"], "executed");
     assert_eq!(fixed["final_health"]["is_healthy"], true);
@@ -583,7 +634,10 @@ fn original_integration_scenario_pool_exhaustion_fixed_through_the_compat_ports(
     assert_eq!(verdict["is_healthy"], true, "{verdict:#}");
     assert_eq!(verdict["database_status"], "healthy");
     let (_, record) = send(http.get(format!("{chaos}/api/v1/break/db_pool/{attack}")));
-    assert_eq!(record["status"], "running", "the attack ended early: {record:#}");
+    assert_eq!(
+        record["status"], "running",
+        "the attack ended early: {record:#}"
+    );
 
     // The remediation is in the audit log, as any action.
     let api = Api::of(&sb);
@@ -676,7 +730,10 @@ fn every_compat_attack_kind_starts_reads_and_is_undone_by_stop_and_bad_input_nam
             .header("Origin", "http://evil.example"),
     );
     assert_eq!(status, 403);
-    let (status, _) = send(http.get(format!("{actions}/health")).header("Host", "evil.example"));
+    let (status, _) = send(
+        http.get(format!("{actions}/health"))
+            .header("Host", "evil.example"),
+    );
     assert_eq!(status, 403);
 
     // rate_limit: clamped and flooded, then restored.
@@ -693,20 +750,28 @@ fn every_compat_attack_kind_starts_reads_and_is_undone_by_stop_and_bad_input_nam
     assert_eq!(record["status"], "running");
     assert_eq!(record["parameters"]["max_requests"], 3);
     stop("rate_limit", id);
-    wait_for("the rate limit restored", Duration::from_secs(5), || {
-        match send(http.get(format!("{target}/api/v1/products?limit=1"))) {
+    wait_for(
+        "the rate limit restored",
+        Duration::from_secs(5),
+        || match send(http.get(format!("{target}/api/v1/products?limit=1"))) {
             (200, _) => Ok(()),
             (s, b) => Err(format!("{s} {b}")),
-        }
-    });
+        },
+    );
 
     // long_transactions: an advisory lock held in an open transaction, then released.
-    let lt = start("long_transactions", "lock_type=advisory_lock&advisory_lock_id=4242");
+    let lt = start(
+        "long_transactions",
+        "lock_type=advisory_lock&advisory_lock_id=4242",
+    );
     assert_eq!(lt["effect_verified"], true, "{lt:#}");
     assert_eq!(lt["fault"], "long_transaction");
     stop("long_transactions", lt["attack_id"].as_str().unwrap());
     // ... and a table lock on another table.
-    let tl = start("long_transactions", "lock_type=table_lock&target_table=orders");
+    let tl = start(
+        "long_transactions",
+        "lock_type=table_lock&target_table=orders",
+    );
     assert_eq!(tl["parameters"]["table"], "orders");
     stop("long_transactions", tl["attack_id"].as_str().unwrap());
 

@@ -235,9 +235,12 @@ pub struct AttackRecord {
     pub error: Option<String>,
 }
 
+/// Fault parameter names and the original's names for them: `(ours, original)`.
+type Renames = &'static [(&'static str, &'static str)];
+
 /// The chaos fault behind a kind, and how the fault's parameter names map back to the
 /// original's (for error messages).
-fn fault_of(kind: &str, q: &BreakQuery) -> Result<(InjectRequest, &'static [(&'static str, &'static str)]), ApiError> {
+fn fault_of(kind: &str, q: &BreakQuery) -> Result<(InjectRequest, Renames), ApiError> {
     let unknown = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -249,11 +252,21 @@ fn fault_of(kind: &str, q: &BreakQuery) -> Result<(InjectRequest, &'static [(&'s
     };
     let allowed: &[&str] = match kind {
         "db_pool" => &["connections", "hold_seconds"],
-        "long_transactions" => &["lock_type", "target_table", "lock_count", "advisory_lock_id"],
+        "long_transactions" => &[
+            "lock_type",
+            "target_table",
+            "lock_count",
+            "advisory_lock_id",
+        ],
         "migrations" => &["failure_type"],
         "env_vars" => &["env_var_name", "failure_type", "wrong_value"],
         "api_crash" => &["crash_type"],
-        "rate_limit" => &["max_requests", "window_seconds", "flood_requests", "flood_rate"],
+        "rate_limit" => &[
+            "max_requests",
+            "window_seconds",
+            "flood_requests",
+            "flood_rate",
+        ],
         _ => return Err(unknown()),
     };
     let given = serde_json::to_value(q).unwrap_or_default();
@@ -297,14 +310,18 @@ fn fault_of(kind: &str, q: &BreakQuery) -> Result<(InjectRequest, &'static [(&'s
         None => None,
     };
     let mut params = Map::new();
-    let (fault, mut ttl, renames): (&str, Option<i64>, &'static [(&str, &str)]) = match kind {
+    let (fault, mut ttl, renames): (&str, Option<i64>, Renames) = match kind {
         "db_pool" => {
             params.insert(
                 "connections".into(),
                 json!(range("connections", q.connections, 1, 500, 20)?),
             );
             let hold = range("hold_seconds", q.hold_seconds, 1, 600, 60)?;
-            ("db_pool_exhaustion", Some(hold), &[("ttl_s", "hold_seconds")])
+            (
+                "db_pool_exhaustion",
+                Some(hold),
+                &[("ttl_s", "hold_seconds")],
+            )
         }
         "long_transactions" => {
             let lock = choice(
@@ -401,7 +418,11 @@ fn fault_of(kind: &str, q: &BreakQuery) -> Result<(InjectRequest, &'static [(&'s
             }
             params.insert(
                 "key".into(),
-                json!(q.env_var_name.clone().unwrap_or_else(|| "DATABASE_URL".into())),
+                json!(
+                    q.env_var_name
+                        .clone()
+                        .unwrap_or_else(|| "DATABASE_URL".into())
+                ),
             );
             params.insert(
                 "mode".into(),
@@ -454,7 +475,9 @@ fn rename_error(mut e: ApiError, renames: &[(&str, &str)]) -> ApiError {
     {
         e.detail.message = format!(
             "{} (the original's `{original}`)",
-            e.detail.message.replace(&format!("`{field}`"), &format!("`{original}`"))
+            e.detail
+                .message
+                .replace(&format!("`{field}`"), &format!("`{original}`"))
         );
         e.detail.field = Some(original.to_string());
     }
@@ -788,7 +811,11 @@ async fn downtime_estimate(st: &RestState, service: &str) -> (Option<f64>, Strin
     };
     // Oldest first: each start, then the first health transition after it; the newest
     // start whose first transition was to healthy gives the estimate.
-    let parse = |ts: &str| DateTime::parse_from_rfc3339(ts).ok().map(|t| t.with_timezone(&Utc));
+    let parse = |ts: &str| {
+        DateTime::parse_from_rfc3339(ts)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
     let mut started: Option<DateTime<Utc>> = None;
     let mut last: Option<f64> = None;
     for e in page.events.iter().rev() {
@@ -813,10 +840,19 @@ async fn downtime_estimate(st: &RestState, service: &str) -> (Option<f64>, Strin
             ),
         );
     }
-    (None, format!("no start of {service} followed by healthy in the event timeline"))
+    (
+        None,
+        format!("no start of {service} followed by healthy in the event timeline"),
+    )
 }
 
-async fn restart(st: &RestState, name: &str, service: &str, dry_run: bool, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn restart(
+    st: &RestState,
+    name: &str,
+    service: &str,
+    dry_run: bool,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let remediator = st.remediator()?;
     let mut req = ActionRequest::new("restart_service", json!({"service": service}));
     req.dry_run = dry_run;
@@ -951,7 +987,9 @@ async fn target_health(st: &RestState) -> Result<TargetHealth, ApiError> {
             .and_then(|p| p["health"].as_str())
             .unwrap_or("unknown")
             .into(),
-        pool_utilization: pool.as_ref().and_then(|p| p["utilization_percent"].as_f64()),
+        pool_utilization: pool
+            .as_ref()
+            .and_then(|p| p["utilization_percent"].as_f64()),
         error_rate_percent: metrics.as_ref().and_then(|m| m.error_rate_percent),
         avg_response_time_ms: metrics
             .as_ref()

@@ -88,13 +88,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(ErrorBody {
-                error: self.detail,
-            }),
-        )
-            .into_response()
+        (self.status, Json(ErrorBody { error: self.detail })).into_response()
     }
 }
 

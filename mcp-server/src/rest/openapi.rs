@@ -96,7 +96,11 @@ fn query_types() -> Vec<(&'static str, &'static str, Map<String, Value>)> {
             "get",
             properties::<aiops_observe::MetricsQuery>(),
         ),
-        ("/api/v1/logs", "get", properties::<aiops_observe::LogQuery>()),
+        (
+            "/api/v1/logs",
+            "get",
+            properties::<aiops_observe::LogQuery>(),
+        ),
         (
             "/api/v1/db",
             "get",
@@ -292,7 +296,12 @@ fn build() -> Value {
         ("/api/v1/chaos/{fault}", "post", "fault", json!(faults)),
         ("/api/v1/actions/{action}", "post", "action", json!(actions)),
         ("/api/v1/break/{kind}", "post", "kind", json!(kinds)),
-        ("/api/v1/break/{kind}/{attack_id}", "get", "kind", json!(kinds)),
+        (
+            "/api/v1/break/{kind}/{attack_id}",
+            "get",
+            "kind",
+            json!(kinds),
+        ),
         (
             "/api/v1/break/{kind}/{attack_id}/stop",
             "post",

@@ -76,10 +76,11 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(query: &str) -> Result<T, ApiErro
                     props.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             };
-            return Err(
-                ApiError::invalid(&key, format!("unknown query parameter `{key}`; {allowed}"))
-                    .with_code("unknown_query_param"),
-            );
+            return Err(ApiError::invalid(
+                &key,
+                format!("unknown query parameter `{key}`; {allowed}"),
+            )
+            .with_code("unknown_query_param"));
         };
         if object.contains_key(&key) {
             return Err(ApiError::invalid(
