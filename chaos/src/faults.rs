@@ -36,6 +36,8 @@ pub(crate) const LOCKER_APP: &str = "maintenance-reindex";
 pub(crate) const LONG_TX_APP: &str = "billing-sync";
 /// Where `failed_migration` keeps the dropped column's data until the revert.
 pub(crate) const MIGRATION_BACKUP_TABLE: &str = "aiops_chaos_backup_products_description";
+/// The version `failed_migration` (mode future_version) records: far beyond any real one.
+const FUTURE_MIGRATION_VERSION: i64 = 99_991_231_000_000;
 
 /// Keys `config_corruption` may break: all validated by the target at start.
 const CORRUPTIBLE_KEYS: &[&str] = &[
@@ -431,14 +433,28 @@ impl Kind {
                 id: "failed_migration",
                 target: svc::POSTGRES,
                 component: "postgres",
-                description: "As admin, copies products.description to a backup table and drops \
-                    the column, while _sqlx_migrations still records every migration as \
-                    applied: product listings and uncached reads fail with 500 \
-                    DB_SCHEMA_MISMATCH. Revert: re-add the column, restore its data from the \
-                    backup, drop the backup.",
+                description: "Makes the schema and the migration record disagree. mode \
+                    drop_column (default): as admin, copies products.description to a backup \
+                    table and drops the column while _sqlx_migrations still records every \
+                    migration as applied: product listings and uncached reads fail with 500 \
+                    DB_SCHEMA_MISMATCH. mode future_version: records a migration version the \
+                    code does not know (database ahead of code); missing_version: deletes the \
+                    newest applied migration's record (the code sees it pending); \
+                    checksum_mismatch: changes that record's checksum (as if the migration \
+                    was edited after it ran). The last three make /readyz 503 (migrations not \
+                    current) and /api/v1/migrations/status show the drift. Revert: undo the \
+                    change from the saved rows and data.",
                 ttl_s: 300,
-                params: &[],
-                group: None,
+                params: {
+                    const P: &[ParamSpec] = &[one_of(
+                        "mode",
+                        "What disagrees: drop_column, future_version, missing_version or checksum_mismatch.",
+                        &["drop_column", "future_version", "missing_version", "checksum_mismatch"],
+                        "drop_column",
+                    )];
+                    P
+                },
+                group: Some("the schema and its migration record"),
             },
             MemoryLeak => Spec {
                 id: "memory_leak",
@@ -539,7 +555,12 @@ impl Kind {
             JwtRotation => "JWT_SECRET in the target's .env replaced and the target restarted; tokens signed with the previous secret are rejected".into(),
             LogStorm => format!("in-app failpoint log.storm writes {} ERROR lines per second (INTERNAL_PANIC_REPORTED); noise, not a cause of failure", p.int("lines_per_s")),
             CrashLoop => "LISTEN_ADDR in the target's .env points at a port already in use; the target exits 1 at every start and the supervisor restarts it until it gives up".into(),
-            FailedMigration => "column products.description dropped while _sqlx_migrations still records every migration as applied; queries reading it fail".into(),
+            FailedMigration => match p.text("mode").as_str() {
+                "future_version" => format!("_sqlx_migrations records version {FUTURE_MIGRATION_VERSION}, which the target's code does not know (database ahead of code)"),
+                "missing_version" => "the newest applied migration's row was deleted from _sqlx_migrations; the target sees it pending".into(),
+                "checksum_mismatch" => "the checksum of the newest applied migration in _sqlx_migrations was changed; the target sees a migration edited after it ran".into(),
+                _ => "column products.description dropped while _sqlx_migrations still records every migration as applied; queries reading it fail".into(),
+            },
             MemoryLeak => format!("in-app failpoint process.memory_grow allocates {} MB per second in the target process", p.int("mb_per_s")),
             DiskFull => format!("the target's cache volume ({} MiB) is filled by {DISK_FILLER}; cache writes fail with ENOSPC", p.int("size_mb")),
             RateLimit => format!("the target's rate limit was clamped to {} requests per {} s through its admin API and {} requests were sent at {}/s; clients get 429 RATE_LIMITED", p.int("max_requests"), p.int("window_seconds"), p.int("flood_requests"), p.int("flood_rate")),
@@ -903,6 +924,42 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
                 "revert: write the saved .env back, restart target-app, wait until healthy".into(),
             );
             (plan, json!({"env": original}))
+        }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            let mode = p.text("mode");
+            let mut admin = ctx.admin_conn().await?;
+            let newest: Option<(i64, String, bool, String, i64)> = sqlx::query_as(
+                "SELECT version, description, success, encode(checksum, 'hex'), execution_time \
+                 FROM _sqlx_migrations ORDER BY version DESC LIMIT 1",
+            )
+            .fetch_optional(&mut admin)
+            .await
+            .map_err(|e| format!("read _sqlx_migrations: {e}"))?;
+            let _ = admin.close().await;
+            let (version, description, success, checksum, execution_time) = newest
+                .ok_or_else(|| "_sqlx_migrations has no applied migration".to_string())?;
+            if version == FUTURE_MIGRATION_VERSION {
+                return Err(format!(
+                    "_sqlx_migrations already records version {version} (a previous failed_migration was not reverted); stop that fault first"
+                ));
+            }
+            let row = json!({"version": version, "description": description, "success": success,
+                             "checksum": checksum, "execution_time": execution_time});
+            let (change, revert) = match mode.as_str() {
+                "future_version" => (
+                    format!("as the admin role: INSERT INTO _sqlx_migrations version {FUTURE_MIGRATION_VERSION} ('future'), unknown to the code"),
+                    format!("revert: DELETE FROM _sqlx_migrations WHERE version = {FUTURE_MIGRATION_VERSION}"),
+                ),
+                "missing_version" => (
+                    format!("as the admin role: DELETE FROM _sqlx_migrations WHERE version = {version} (the row is saved in the ledger)"),
+                    format!("revert: INSERT the saved row of version {version} back"),
+                ),
+                _ => (
+                    format!("as the admin role: UPDATE _sqlx_migrations SET checksum = <sha384 of something else> WHERE version = {version}"),
+                    format!("revert: set the saved checksum of version {version} back"),
+                ),
+            };
+            (vec![change, revert], json!({"migration": row}))
         }
         FailedMigration => {
             let mut admin = ctx.admin_conn().await?;
@@ -1311,6 +1368,30 @@ pub(crate) async fn apply(
             }
             Ok(())
         }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            let row = &undo["migration"];
+            let version = row["version"].as_i64().unwrap_or_default();
+            let mut admin = ctx.admin_conn().await?;
+            let q = match p.text("mode").as_str() {
+                "future_version" => sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES ($1, 'future', true, sha384('future'::bytea), 0)",
+                )
+                .bind(FUTURE_MIGRATION_VERSION),
+                "missing_version" => {
+                    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1").bind(version)
+                }
+                _ => sqlx::query(
+                    "UPDATE _sqlx_migrations SET checksum = sha384(checksum || 'edited'::bytea) WHERE version = $1",
+                )
+                .bind(version),
+            };
+            q.execute(&mut admin)
+                .await
+                .map_err(|e| format!("change _sqlx_migrations: {e}"))?;
+            let _ = admin.close().await;
+            Ok(())
+        }
         FailedMigration => {
             let mut admin = ctx.admin_conn().await?;
             sql(
@@ -1332,7 +1413,7 @@ pub(crate) async fn revert(
     kind: Kind,
     ctx: &Ctx,
     id: &str,
-    _p: &Value,
+    p: &Value,
     undo: &Value,
     sessions: &Sessions,
 ) -> R<()> {
@@ -1461,6 +1542,36 @@ pub(crate) async fn revert(
             // Always restart: the running process may still hold the changed values, and
             // a restart also clears a crash loop the supervisor gave up on.
             target_up(ctx, true).await
+        }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            let row = &undo["migration"];
+            let version = row["version"]
+                .as_i64()
+                .ok_or_else(|| "the ledger holds no saved migration row".to_string())?;
+            let mut admin = ctx.admin_conn().await?;
+            let q = match p.text("mode").as_str() {
+                "future_version" => sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+                    .bind(FUTURE_MIGRATION_VERSION),
+                "missing_version" => sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES ($1, $2, $3, decode($4, 'hex'), $5) ON CONFLICT (version) DO NOTHING",
+                )
+                .bind(version)
+                .bind(row["description"].as_str().unwrap_or_default().to_string())
+                .bind(row["success"].as_bool().unwrap_or(true))
+                .bind(row["checksum"].as_str().unwrap_or_default().to_string())
+                .bind(row["execution_time"].as_i64().unwrap_or(0)),
+                _ => sqlx::query(
+                    "UPDATE _sqlx_migrations SET checksum = decode($2, 'hex') WHERE version = $1",
+                )
+                .bind(version)
+                .bind(row["checksum"].as_str().unwrap_or_default().to_string()),
+            };
+            q.execute(&mut admin)
+                .await
+                .map_err(|e| format!("restore _sqlx_migrations: {e}"))?;
+            let _ = admin.close().await;
+            Ok(())
         }
         FailedMigration => {
             let mut admin = ctx.admin_conn().await?;
@@ -1826,6 +1937,18 @@ pub(crate) async fn verify(
                         Ok(format!("GET /api/v1/products/1: {}", fmt_reply(&r)))
                     }
                     _ => Err(format!("GET /api/v1/products/1: {}", fmt_reply(&r))),
+                }
+            })
+            .await
+        }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            poll(VERIFY_LIMIT, || async move {
+                let (status, body) = ctx.readyz().await?;
+                let m = body["checks"]["migrations"].as_str().unwrap_or("?").to_string();
+                if status == 503 && m == "not current" {
+                    Ok(format!("/readyz {status} (migrations: {m})"))
+                } else {
+                    Err(format!("/readyz {status} (migrations: {m})"))
                 }
             })
             .await

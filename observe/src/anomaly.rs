@@ -33,7 +33,7 @@ pub(crate) const RECENT_RESTART_S: i64 = 15 * 60;
 /// Application names that belong to the sandbox itself.
 const OWN_APPLICATIONS: [&str; 2] = ["target-app", "target-app-worker"];
 /// Error codes that point at a fault when they appear in recent logs.
-pub(crate) const INCIDENT_CODES: [&str; 12] = [
+pub(crate) const INCIDENT_CODES: [&str; 13] = [
     "DB_POOL_TIMEOUT",
     "DB_AUTH_FAILED",
     "DB_UNAVAILABLE",
@@ -46,6 +46,7 @@ pub(crate) const INCIDENT_CODES: [&str; 12] = [
     "INJECTED_FAILURE",
     "CONFIG_INVALID",
     "CACHE_IO",
+    "RATE_LIMITED",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]

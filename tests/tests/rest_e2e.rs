@@ -794,13 +794,25 @@ fn every_compat_attack_kind_starts_reads_and_is_undone_by_stop_and_bad_input_nam
     let envfile = std::fs::read_to_string(sb.home().join("target-app.env")).unwrap();
     assert!(!envfile.contains("lots"));
 
-    // migrations: db_behind_code, then the other failure types are named as unsupported.
-    let mig = start("migrations", "failure_type=db_behind_code");
-    assert_eq!(mig["effect_verified"], true, "{mig:#}");
-    stop("migrations", mig["attack_id"].as_str().unwrap());
-    let (status, body) = post("migrations?failure_type=future_version");
-    assert_eq!(status, 422, "{body:#}");
-    assert_eq!(body["error"]["field"], "failure_type");
+    // migrations: each failure type breaks the schema/record agreement and is undone.
+    for (failure, fault_mode) in [
+        ("db_behind_code", "drop_column"),
+        ("future_version", "future_version"),
+        ("missing_version", "missing_version"),
+        ("invalid_version", "checksum_mismatch"),
+    ] {
+        let mig = start("migrations", &format!("failure_type={failure}"));
+        assert_eq!(mig["effect_verified"], true, "{failure}: {mig:#}");
+        assert_eq!(mig["parameters"]["mode"], fault_mode);
+        if failure != "db_behind_code" {
+            let (_, status) = send(http.get(format!("{target}/api/v1/migrations/status")));
+            assert_eq!(status["current"], false, "{failure}: {status:#}");
+        }
+        stop("migrations", mig["attack_id"].as_str().unwrap());
+        let (_, status) = send(http.get(format!("{target}/api/v1/migrations/status")));
+        assert_eq!(status["current"], true, "{failure} not undone: {status:#}");
+    }
+    assert_names_field(post("migrations?failure_type=corrupt"), "failure_type");
 
     // An attack stopped after its own duration ended is still undone (and reads completed).
     let short = start("db_pool", "connections=3&hold_seconds=2");

@@ -158,7 +158,10 @@ pub struct BreakQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advisory_lock_id: Option<i64>,
     /// migrations: `db_behind_code` (default; a column the code needs is dropped while
-    /// the migration table says applied). env_vars: `missing` (default) or `wrong`.
+    /// the migration table says applied), `future_version` (a version the code does not
+    /// know is recorded), `missing_version` (the newest applied version's record is
+    /// deleted) or `invalid_version` (its recorded checksum is changed). env_vars:
+    /// `missing` (default) or `wrong`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_type: Option<String>,
     /// env_vars: the key of the target's .env (default DATABASE_URL).
@@ -390,17 +393,12 @@ fn fault_of(kind: &str, q: &BreakQuery) -> Result<(InjectRequest, Renames), ApiE
                 ],
                 "db_behind_code",
             )?;
-            if t != "db_behind_code" {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unsupported_failure_type",
-                    format!(
-                        "failure_type {t} has no fault in this sandbox yet; db_behind_code \
-                         (the failed_migration fault) is supported"
-                    ),
-                )
-                .with_field("failure_type"));
-            }
+            let mode = match t.as_str() {
+                "invalid_version" => "checksum_mismatch",
+                "db_behind_code" => "drop_column",
+                other => other,
+            };
+            params.insert("mode".into(), json!(mode));
             ("failed_migration", None, &[])
         }
         "env_vars" => {
@@ -557,7 +555,7 @@ async fn find_attack(st: &RestState, kind: &str, attack_id: &str) -> Result<Faul
     request_body(content = doc::BreakQuery, description = "The same parameters as a JSON object (optional)", content_type = "application/json"),
     responses(
         (status = 200, description = "Started", body = doc::AttackStarted),
-        (status = "4XX", description = "Unknown kind (404), bad parameter (400/422, names the field), a conflicting attack, or chaos disabled (403)", body = doc::ErrorBody),
+        (status = "4XX", description = "Unknown kind (404), bad parameter (400, names the field), a conflicting attack, or chaos disabled (403)", body = doc::ErrorBody),
         (status = "5XX", description = "The attack could not be started (and was undone)", body = doc::ErrorBody),
     ))]
 pub async fn break_start(
