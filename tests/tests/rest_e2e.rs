@@ -354,6 +354,9 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
     assert_eq!(stopped["state"], "reverted");
     let (status, _) = api.post("/api/v1/chaos/f-000000000000/stop", json!({}));
     assert_eq!(status, 404);
+    let (status, all) = api.post("/api/v1/chaos/stop-all", json!({}));
+    assert_eq!(status, 200, "{all:#}");
+    assert_eq!(all["faults"], json!([]), "nothing was left active: {all:#}");
 
     // Diagnoses and incident reports.
     assert_names_field(
