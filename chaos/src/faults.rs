@@ -449,7 +449,12 @@ impl Kind {
                     const P: &[ParamSpec] = &[one_of(
                         "mode",
                         "What disagrees: drop_column, future_version, missing_version or checksum_mismatch.",
-                        &["drop_column", "future_version", "missing_version", "checksum_mismatch"],
+                        &[
+                            "drop_column",
+                            "future_version",
+                            "missing_version",
+                            "checksum_mismatch",
+                        ],
                         "drop_column",
                     )];
                     P
@@ -936,8 +941,8 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
             .await
             .map_err(|e| format!("read _sqlx_migrations: {e}"))?;
             let _ = admin.close().await;
-            let (version, description, success, checksum, execution_time) = newest
-                .ok_or_else(|| "_sqlx_migrations has no applied migration".to_string())?;
+            let (version, description, success, checksum, execution_time) =
+                newest.ok_or_else(|| "_sqlx_migrations has no applied migration".to_string())?;
             if version == FUTURE_MIGRATION_VERSION {
                 return Err(format!(
                     "_sqlx_migrations already records version {version} (a previous failed_migration was not reverted); stop that fault first"
@@ -947,15 +952,23 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
                              "checksum": checksum, "execution_time": execution_time});
             let (change, revert) = match mode.as_str() {
                 "future_version" => (
-                    format!("as the admin role: INSERT INTO _sqlx_migrations version {FUTURE_MIGRATION_VERSION} ('future'), unknown to the code"),
-                    format!("revert: DELETE FROM _sqlx_migrations WHERE version = {FUTURE_MIGRATION_VERSION}"),
+                    format!(
+                        "as the admin role: INSERT INTO _sqlx_migrations version {FUTURE_MIGRATION_VERSION} ('future'), unknown to the code"
+                    ),
+                    format!(
+                        "revert: DELETE FROM _sqlx_migrations WHERE version = {FUTURE_MIGRATION_VERSION}"
+                    ),
                 ),
                 "missing_version" => (
-                    format!("as the admin role: DELETE FROM _sqlx_migrations WHERE version = {version} (the row is saved in the ledger)"),
+                    format!(
+                        "as the admin role: DELETE FROM _sqlx_migrations WHERE version = {version} (the row is saved in the ledger)"
+                    ),
                     format!("revert: INSERT the saved row of version {version} back"),
                 ),
                 _ => (
-                    format!("as the admin role: UPDATE _sqlx_migrations SET checksum = <sha384 of something else> WHERE version = {version}"),
+                    format!(
+                        "as the admin role: UPDATE _sqlx_migrations SET checksum = <sha384 of something else> WHERE version = {version}"
+                    ),
                     format!("revert: set the saved checksum of version {version} back"),
                 ),
             };
@@ -1944,7 +1957,10 @@ pub(crate) async fn verify(
         FailedMigration if p.text("mode") != "drop_column" => {
             poll(VERIFY_LIMIT, || async move {
                 let (status, body) = ctx.readyz().await?;
-                let m = body["checks"]["migrations"].as_str().unwrap_or("?").to_string();
+                let m = body["checks"]["migrations"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string();
                 if status == 503 && m == "not current" {
                     Ok(format!("/readyz {status} (migrations: {m})"))
                 } else {
