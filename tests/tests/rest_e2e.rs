@@ -850,7 +850,10 @@ fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     let sb = Sandbox::new();
     up(&sb, &["--allow-chaos"]);
     let api = Api::of(&sb);
+    // Its caches (.schemathesis, .hypothesis) go to a scratch dir, not the checkout.
+    let scratch = tempfile::tempdir().expect("scratch dir");
     let out = std::process::Command::new("schemathesis")
+        .current_dir(scratch.path())
         .args([
             "run",
             &format!("{}/api/openapi.json", api.base),
