@@ -79,8 +79,8 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         token.clone(),
         Arc::new(move || stop_for_api.notify_one()),
     )
-    .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
     .merge(crate::rest::router(rest, token.clone()))
+    .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
     .merge(crate::http::mcp_router(
         move || {
             AiopsServer::new(
