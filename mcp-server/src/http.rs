@@ -52,19 +52,6 @@ pub fn mcp_router(
         .layer(middleware::from_fn_with_state(guard, check_request))
 }
 
-/// `router` behind the same guards as the MCP routes (Origin, bearer token, body limit):
-/// the REST API uses them too.
-pub fn guarded(router: Router, token: String) -> Router {
-    let guard = Guard {
-        token: token.into(),
-    };
-    router
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_BODY_BYTES,
-        ))
-        .layer(middleware::from_fn_with_state(guard, check_request))
-}
-
 async fn check_request(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN)
         && !is_loopback_origin(origin)

@@ -8,8 +8,8 @@
 //! `aiops_sandbox::incidents` for diagnoses and reports. No handler holds logic of its own
 //! beyond parsing input and choosing a status code.
 //!
-//! Served on the daemon's listener behind the same guards as MCP (`crate::http::guarded`:
-//! Origin, bearer token, 1 MiB body limit). Errors are JSON
+//! Served on the daemon's listener behind the same guards as MCP (Origin, bearer token,
+//! 1 MiB body limit; built from `crate::http`'s pieces). Errors are JSON
 //! `{"error": {"code", "message", "field"?, "known"?}}`; bad input is a 4xx naming the
 //! field. `/api/openapi.json` (generated from these handlers, [`openapi`]) and `/docs` are
 //! served without the token: they describe the API and hold no sandbox data.
@@ -81,7 +81,71 @@ pub fn router(st: RestState, token: String) -> Router {
         .merge(compat::chaos_routes())
         .merge(compat::action_routes())
         .with_state(st);
-    crate::http::guarded(api, token).merge(openapi::routes())
+    guarded(api, token).merge(openapi::routes())
+}
+
+/// The MCP routes' guards, in the same order and with the same answers (`crate::http`):
+/// a non-loopback `Origin` → 403, no or a wrong bearer token → 401, a body over 1 MiB →
+/// 413.
+fn guarded(router: Router, token: String) -> Router {
+    let token: Arc<str> = token.into();
+    router
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            crate::http::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move { check_request(&token, req, next).await }
+            },
+        ))
+}
+
+async fn check_request(
+    token: &str,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    if let Some(origin) = req.headers().get(header::ORIGIN)
+        && !crate::http::is_loopback_origin(origin)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "the Origin header names a non-loopback site; this server only accepts requests \
+             from local pages (DNS rebinding protection)",
+        )
+        .into_response();
+    }
+    if !aiops_sandbox::control::token_matches(req.headers(), token) {
+        let mut resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token: send `Authorization: Bearer <token>` with the \
+             token from the state dir's secrets/http-token (printed by `aiops up`)",
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "request body over the {}-byte limit",
+                crate::http::MAX_BODY_BYTES
+            ),
+        )
+        .into_response();
+    }
+    resp
 }
 
 /// The native `/api/v1` routes (without state and guards).
