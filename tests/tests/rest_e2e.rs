@@ -150,6 +150,15 @@ fn every_rest_endpoint_answers_through_the_libraries_with_dry_run_policy_and_aud
             .header("Origin", "http://evil.example"),
     );
     assert_eq!(status, 403);
+    let (status, body) = send(
+        plain()
+            .post(format!("{}/api/v1/diagnoses", api.base))
+            .bearer_auth(&api.token)
+            .header("Content-Type", "application/json")
+            .body(vec![b' '; 2 * 1024 * 1024]),
+    );
+    assert_eq!(status, 413, "{body:#}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
 
     // Bad input: 4xx with a JSON error naming the field.
     assert_names_field(api.get("/api/v1/status?verbose=1"), "verbose");
