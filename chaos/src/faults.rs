@@ -36,6 +36,8 @@ pub(crate) const LOCKER_APP: &str = "maintenance-reindex";
 pub(crate) const LONG_TX_APP: &str = "billing-sync";
 /// Where `failed_migration` keeps the dropped column's data until the revert.
 pub(crate) const MIGRATION_BACKUP_TABLE: &str = "aiops_chaos_backup_products_description";
+/// The version `failed_migration` (mode future_version) records: far beyond any real one.
+const FUTURE_MIGRATION_VERSION: i64 = 99_991_231_000_000;
 
 /// Keys `config_corruption` may break: all validated by the target at start.
 const CORRUPTIBLE_KEYS: &[&str] = &[
@@ -71,6 +73,7 @@ pub(crate) enum Kind {
     FailedMigration,
     MemoryLeak,
     DiskFull,
+    RateLimit,
 }
 
 pub(crate) const ALL: &[Kind] = &[
@@ -91,7 +94,13 @@ pub(crate) const ALL: &[Kind] = &[
     Kind::FailedMigration,
     Kind::MemoryLeak,
     Kind::DiskFull,
+    Kind::RateLimit,
 ];
+
+/// The shop's tables (`lock_contention` and `long_transaction` may lock one).
+const SHOP_TABLES: &[&str] = &["products", "users", "orders", "order_items", "jobs"];
+/// Tables with an integer `id` primary key (row locks by id).
+const ID_TABLES: &[&str] = &["products", "users", "orders", "order_items", "jobs"];
 
 /// The file that fills the cache volume: looks like junk a crashed export left behind.
 const DISK_FILLER: &str = ".export-spool.tmp";
@@ -195,12 +204,20 @@ impl Kind {
                 target: svc::POSTGRES,
                 component: "postgres",
                 description: "A session of the app role (application_name maintenance-reindex) \
-                    takes LOCK TABLE products IN ACCESS EXCLUSIVE MODE inside an open \
-                    transaction: product queries wait and fail with DB_TIMEOUT after the \
-                    statement timeout; pg_locks shows the waiters. Revert: roll back and \
-                    terminate that session.",
+                    takes LOCK TABLE `table` (products by default) IN ACCESS EXCLUSIVE MODE \
+                    inside an open transaction: queries on it wait and fail with DB_TIMEOUT \
+                    after the statement timeout; pg_locks shows the waiters. Revert: roll \
+                    back and terminate that session.",
                 ttl_s: 300,
-                params: &[],
+                params: {
+                    const P: &[ParamSpec] = &[one_of(
+                        "table",
+                        "The table to lock.",
+                        SHOP_TABLES,
+                        "products",
+                    )];
+                    P
+                },
                 group: None,
             },
             LongTransaction => Spec {
@@ -208,13 +225,30 @@ impl Kind {
                 target: svc::POSTGRES,
                 component: "postgres",
                 description: "A session of the app role (application_name billing-sync) \
-                    locks products 1..=rows FOR UPDATE and stays idle in transaction: orders \
-                    for those products wait and fail with DB_TIMEOUT; reads still work. \
-                    Revert: roll back and terminate that session.",
+                    locks rows 1..=rows of `table` (products by default) FOR UPDATE and stays \
+                    idle in transaction: orders for those products wait and fail with \
+                    DB_TIMEOUT; reads still work. With advisory_lock_id > 0 it holds that \
+                    transaction-level advisory lock instead of row locks (seen in pg_locks; \
+                    it blocks only sessions asking for the same lock). Revert: roll back and \
+                    terminate that session.",
                 ttl_s: 300,
                 params: {
-                    const P: &[ParamSpec] =
-                        &[int("rows", "Products 1..=rows are locked.", 1, 50, 10)];
+                    const P: &[ParamSpec] = &[
+                        int("rows", "Rows with id 1..=rows are locked.", 1, 50, 10),
+                        one_of(
+                            "table",
+                            "The table whose rows are locked.",
+                            ID_TABLES,
+                            "products",
+                        ),
+                        int(
+                            "advisory_lock_id",
+                            "When > 0: hold pg_advisory_xact_lock(advisory_lock_id) instead of row locks.",
+                            0,
+                            2_147_483_647,
+                            0,
+                        ),
+                    ];
                     P
                 },
                 group: None,
@@ -223,12 +257,22 @@ impl Kind {
                 id: "api_down",
                 target: svc::TARGET_APP,
                 component: "target-app",
-                description: "Stops the target-app process through the supervisor (SIGTERM to its \
-                    process group, SIGKILL after the grace period); a stop on request is never \
-                    restarted, so the API refuses connections until started again. Revert: \
-                    start it and wait until healthy.",
+                description: "mode stop (default): stops the target-app process through the \
+                    supervisor (SIGTERM to its process group, SIGKILL after the grace period); \
+                    a stop on request is never restarted, so the API refuses connections \
+                    until started again. mode kill: SIGKILL to the process, a crash the \
+                    supervisor restarts (with backoff). Revert: start it if it is not \
+                    running and wait until healthy.",
                 ttl_s: 300,
-                params: &[],
+                params: {
+                    const P: &[ParamSpec] = &[one_of(
+                        "mode",
+                        "stop (stays down) or kill (SIGKILL; the supervisor restarts it).",
+                        &["stop", "kill"],
+                        "stop",
+                    )];
+                    P
+                },
                 group: TARGET_LIFECYCLE,
             },
             Latency => Spec {
@@ -317,11 +361,13 @@ impl Kind {
                 id: "config_corruption",
                 target: svc::TARGET_APP,
                 component: "config",
-                description: "Writes an invalid value for `key` into the target's .env (the \
-                    original file is saved in the ledger) and restarts the target: it exits \
-                    78 with CONFIG_INVALID at every start and crash-loops until the supervisor \
-                    gives up (state failed). Revert: write the saved .env back, restart, wait \
-                    until healthy.",
+                description: "Writes an invalid value for `key` into the target's .env (mode \
+                    invalid, the default) or removes the key (mode missing); the original \
+                    file is saved in the ledger. Then restarts the target: with an invalid \
+                    value or a missing required key it exits 78 with CONFIG_INVALID at every \
+                    start and crash-loops until the supervisor gives up (state failed); a \
+                    missing optional key falls back to its default. Revert: write the saved \
+                    .env back, restart, wait until healthy.",
                 ttl_s: 300,
                 params: {
                     const P: &[ParamSpec] = &[
@@ -332,6 +378,12 @@ impl Kind {
                             "POOL_SIZE",
                         ),
                         string("value", "The invalid value written.", "not-a-number", 200),
+                        one_of(
+                            "mode",
+                            "invalid (write `value`) or missing (remove the key).",
+                            &["invalid", "missing"],
+                            "invalid",
+                        ),
                     ];
                     P
                 },
@@ -381,14 +433,33 @@ impl Kind {
                 id: "failed_migration",
                 target: svc::POSTGRES,
                 component: "postgres",
-                description: "As admin, copies products.description to a backup table and drops \
-                    the column, while _sqlx_migrations still records every migration as \
-                    applied: product listings and uncached reads fail with 500 \
-                    DB_SCHEMA_MISMATCH. Revert: re-add the column, restore its data from the \
-                    backup, drop the backup.",
+                description: "Makes the schema and the migration record disagree. mode \
+                    drop_column (default): as admin, copies products.description to a backup \
+                    table and drops the column while _sqlx_migrations still records every \
+                    migration as applied: product listings and uncached reads fail with 500 \
+                    DB_SCHEMA_MISMATCH. mode future_version: records a migration version the \
+                    code does not know (database ahead of code); missing_version: deletes the \
+                    newest applied migration's record (the code sees it pending); \
+                    checksum_mismatch: changes that record's checksum (as if the migration \
+                    was edited after it ran). The last three make /readyz 503 (migrations not \
+                    current) and /api/v1/migrations/status show the drift. Revert: undo the \
+                    change from the saved rows and data.",
                 ttl_s: 300,
-                params: &[],
-                group: None,
+                params: {
+                    const P: &[ParamSpec] = &[one_of(
+                        "mode",
+                        "What disagrees: drop_column, future_version, missing_version or checksum_mismatch.",
+                        &[
+                            "drop_column",
+                            "future_version",
+                            "missing_version",
+                            "checksum_mismatch",
+                        ],
+                        "drop_column",
+                    )];
+                    P
+                },
+                group: Some("the schema and its migration record"),
             },
             MemoryLeak => Spec {
                 id: "memory_leak",
@@ -427,6 +498,39 @@ impl Kind {
                 },
                 group: None,
             },
+            RateLimit => Spec {
+                id: "rate_limit",
+                target: svc::TARGET_APP,
+                component: "target-app",
+                description: "Clamps the target's run-time rate limit (admin API \
+                    /admin/rate_limit; the previous limit is saved in the ledger) to \
+                    max_requests per window_seconds and floods GET /api/v1/products with \
+                    flood_requests requests at flood_rate per second: clients get 429 \
+                    RATE_LIMITED. Revert: stop the flood and put the saved limit back.",
+                ttl_s: 120,
+                params: {
+                    const P: &[ParamSpec] = &[
+                        int(
+                            "max_requests",
+                            "Requests allowed per window.",
+                            1,
+                            10_000,
+                            10,
+                        ),
+                        int("window_seconds", "The window, in seconds.", 1, 3600, 60),
+                        int(
+                            "flood_requests",
+                            "Requests the flood sends in all (0 = no flood).",
+                            0,
+                            100_000,
+                            200,
+                        ),
+                        int("flood_rate", "Flood requests per second.", 1, 500, 50),
+                    ];
+                    P
+                },
+                group: None,
+            },
         }
     }
 
@@ -439,8 +543,10 @@ impl Kind {
             ),
             AuthFailure => "the password of role shop_app was changed in PostgreSQL; the target's DATABASE_URL still carries the old one, so new connections fail authentication".into(),
             DbDown => "the PostgreSQL server was stopped".into(),
-            LockContention => format!("a session ({LOCKER_APP}) holds an ACCESS EXCLUSIVE lock on table products inside an open transaction; product queries wait until statement_timeout"),
-            LongTransaction => format!("a session ({LONG_TX_APP}) idle in transaction holds FOR UPDATE row locks on products 1..={}; orders for them wait until statement_timeout", p.int("rows")),
+            LockContention => format!("a session ({LOCKER_APP}) holds an ACCESS EXCLUSIVE lock on table {} inside an open transaction; queries on it wait until statement_timeout", p.text("table")),
+            LongTransaction if p.int("advisory_lock_id") > 0 => format!("a session ({LONG_TX_APP}) idle in transaction holds advisory lock {}", p.int("advisory_lock_id")),
+            LongTransaction => format!("a session ({LONG_TX_APP}) idle in transaction holds FOR UPDATE row locks on {} 1..={}; writes to them wait until statement_timeout", p.text("table"), p.int("rows")),
+            ApiDown if p.text("mode") == "kill" => "the target-app process was killed with SIGKILL; the supervisor restarts it".into(),
             ApiDown => "the target-app process was stopped and is not restarted".into(),
             Latency => format!("in-app failpoint http.latency adds {} ms to every /api/v1 request", p.int("delay_ms")),
             HighCpu => format!("in-app failpoint process.cpu_spin busy-loops {} threads in the target process", p.int("threads")),
@@ -449,13 +555,20 @@ impl Kind {
                 _ => "the primary pricing upstream answers 503 to every /v1 request (failpoint upstream.status)".into(),
             },
             CachePoisoning => format!("product cache files product-1..{}.json overwritten with invalid JSON", p.int("entries")),
+            ConfigCorruption if p.text("mode") == "missing" => format!("{} removed from the target's .env; the target exits 78 (CONFIG_INVALID) at every start when the key is required", p.text("key")),
             ConfigCorruption => format!("{} in the target's .env set to an invalid value; the target exits 78 (CONFIG_INVALID) at every start and crash-loops", p.text("key")),
             JwtRotation => "JWT_SECRET in the target's .env replaced and the target restarted; tokens signed with the previous secret are rejected".into(),
             LogStorm => format!("in-app failpoint log.storm writes {} ERROR lines per second (INTERNAL_PANIC_REPORTED); noise, not a cause of failure", p.int("lines_per_s")),
             CrashLoop => "LISTEN_ADDR in the target's .env points at a port already in use; the target exits 1 at every start and the supervisor restarts it until it gives up".into(),
-            FailedMigration => "column products.description dropped while _sqlx_migrations still records every migration as applied; queries reading it fail".into(),
+            FailedMigration => match p.text("mode").as_str() {
+                "future_version" => format!("_sqlx_migrations records version {FUTURE_MIGRATION_VERSION}, which the target's code does not know (database ahead of code)"),
+                "missing_version" => "the newest applied migration's row was deleted from _sqlx_migrations; the target sees it pending".into(),
+                "checksum_mismatch" => "the checksum of the newest applied migration in _sqlx_migrations was changed; the target sees a migration edited after it ran".into(),
+                _ => "column products.description dropped while _sqlx_migrations still records every migration as applied; queries reading it fail".into(),
+            },
             MemoryLeak => format!("in-app failpoint process.memory_grow allocates {} MB per second in the target process", p.int("mb_per_s")),
             DiskFull => format!("the target's cache volume ({} MiB) is filled by {DISK_FILLER}; cache writes fail with ENOSPC", p.int("size_mb")),
+            RateLimit => format!("the target's rate limit was clamped to {} requests per {} s through its admin API and {} requests were sent at {}/s; clients get 429 RATE_LIMITED", p.int("max_requests"), p.int("window_seconds"), p.int("flood_requests"), p.int("flood_rate")),
         };
         GroundTruth {
             class: self.spec().id.to_string(),
@@ -488,11 +601,27 @@ impl Kind {
     }
 }
 
-/// Database sessions held by active faults of this process, by fault id.
+/// Database sessions held by active faults of this process, by fault id; and the
+/// background request floods (`rate_limit`), likewise.
 #[derive(Default)]
-pub(crate) struct Sessions(Mutex<HashMap<String, Vec<PgConnection>>>);
+pub(crate) struct Sessions(
+    Mutex<HashMap<String, Vec<PgConnection>>>,
+    Mutex<HashMap<String, tokio::task::AbortHandle>>,
+);
 
 impl Sessions {
+    fn add_flood(&self, id: &str, task: tokio::task::AbortHandle) {
+        self.1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), task);
+    }
+    /// Stops the flood of fault `id`, if this process runs one.
+    fn stop_flood(&self, id: &str) {
+        if let Some(task) = self.1.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+            task.abort();
+        }
+    }
     fn add(&self, id: &str, conn: PgConnection) {
         self.0
             .lock()
@@ -615,14 +744,7 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
             ctx.app_password()?;
             ctx.admin_conn().await?.close().await.ok();
             let app = kind.session_app().unwrap_or_default();
-            let what = if kind == LockContention {
-                "BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE".to_string()
-            } else {
-                format!(
-                    "BEGIN; SELECT id FROM products WHERE id <= {} ORDER BY id FOR UPDATE",
-                    p.int("rows")
-                )
-            };
+            let what = lock_statement(kind, p);
             (
                 vec![
                     format!(
@@ -666,10 +788,46 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
         }
         ApiDown => {
             require_running(ctx, svc::TARGET_APP).await?;
-            (vec![
-                "stop service target-app through the runtime (SIGTERM to its process group, SIGKILL after the grace period); a requested stop is never restarted".into(),
-                "revert: start service target-app, wait until healthy".into(),
-            ], undo)
+            let first = if p.text("mode") == "kill" {
+                "SIGKILL the target-app process through the runtime (a crash: the supervisor restarts it with backoff)"
+            } else {
+                "stop service target-app through the runtime (SIGTERM to its process group, SIGKILL after the grace period); a requested stop is never restarted"
+            };
+            (
+                vec![
+                    first.into(),
+                    "revert: start service target-app if it is not running, wait until healthy"
+                        .into(),
+                ],
+                undo,
+            )
+        }
+        RateLimit => {
+            let (base, token) = ctx.target_admin()?;
+            require_running(ctx, svc::TARGET_APP).await?;
+            let current = get_rate_limit(ctx, &base, &token).await?;
+            let url = ctx.target_url()?;
+            let (max, window) = (p.int("max_requests"), p.int("window_seconds"));
+            let (n, rate) = (p.int("flood_requests"), p.int("flood_rate"));
+            (
+                vec![
+                    format!(
+                        "save the current limit ({} requests per {} s) in the ledger",
+                        current.0, current.1
+                    ),
+                    format!(
+                        "PUT {base}/admin/rate_limit {{\"max_requests\": {max}, \"window_seconds\": {window}}} (bearer ADMIN_TOKEN from the target's .env)"
+                    ),
+                    format!(
+                        "send {n} requests GET {url}/api/v1/products?limit=1 at {rate} per second, in the background"
+                    ),
+                    format!(
+                        "revert: stop the flood, PUT {base}/admin/rate_limit {{\"max_requests\": {}, \"window_seconds\": {}}}",
+                        current.0, current.1
+                    ),
+                ],
+                json!({"rate_limit": {"max_requests": current.0, "window_seconds": current.1}}),
+            )
         }
         Latency | HighCpu | LogStorm | MemoryLeak => {
             let (name, action) = kind.target_failpoint(p).unwrap_or_default();
@@ -734,6 +892,9 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
             let original = std::fs::read_to_string(&path)
                 .map_err(|e| format!("read {}: {e}", path.display()))?;
             let change = match kind {
+                ConfigCorruption if p.text("mode") == "missing" => {
+                    format!("remove {} from {}", p.text("key"), path.display())
+                }
                 ConfigCorruption => format!(
                     "set {}={} in {}",
                     p.text("key"),
@@ -768,6 +929,50 @@ pub(crate) async fn prepare(kind: Kind, ctx: &Ctx, p: &Value) -> R<Prepared> {
                 "revert: write the saved .env back, restart target-app, wait until healthy".into(),
             );
             (plan, json!({"env": original}))
+        }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            let mode = p.text("mode");
+            let mut admin = ctx.admin_conn().await?;
+            let newest: Option<(i64, String, bool, String, i64)> = sqlx::query_as(
+                "SELECT version, description, success, encode(checksum, 'hex'), execution_time \
+                 FROM _sqlx_migrations ORDER BY version DESC LIMIT 1",
+            )
+            .fetch_optional(&mut admin)
+            .await
+            .map_err(|e| format!("read _sqlx_migrations: {e}"))?;
+            let _ = admin.close().await;
+            let (version, description, success, checksum, execution_time) =
+                newest.ok_or_else(|| "_sqlx_migrations has no applied migration".to_string())?;
+            if version == FUTURE_MIGRATION_VERSION {
+                return Err(format!(
+                    "_sqlx_migrations already records version {version} (a previous failed_migration was not reverted); stop that fault first"
+                ));
+            }
+            let row = json!({"version": version, "description": description, "success": success,
+                             "checksum": checksum, "execution_time": execution_time});
+            let (change, revert) = match mode.as_str() {
+                "future_version" => (
+                    format!(
+                        "as the admin role: INSERT INTO _sqlx_migrations version {FUTURE_MIGRATION_VERSION} ('future'), unknown to the code"
+                    ),
+                    format!(
+                        "revert: DELETE FROM _sqlx_migrations WHERE version = {FUTURE_MIGRATION_VERSION}"
+                    ),
+                ),
+                "missing_version" => (
+                    format!(
+                        "as the admin role: DELETE FROM _sqlx_migrations WHERE version = {version} (the row is saved in the ledger)"
+                    ),
+                    format!("revert: INSERT the saved row of version {version} back"),
+                ),
+                _ => (
+                    format!(
+                        "as the admin role: UPDATE _sqlx_migrations SET checksum = <sha384 of something else> WHERE version = {version}"
+                    ),
+                    format!("revert: set the saved checksum of version {version} back"),
+                ),
+            };
+            (vec![change, revert], json!({"migration": row}))
         }
         FailedMigration => {
             let mut admin = ctx.admin_conn().await?;
@@ -854,6 +1059,85 @@ async fn delete_failpoint(ctx: &Ctx, base: &str, token: &str, name: &str) -> R<(
         Err(e) if e.is_connect() => Ok(()),
         Err(e) => Err(format!(
             "DELETE failpoint {name}: {}",
+            crate::ctx::describe_reqwest(&e)
+        )),
+    }
+}
+
+/// The statement a lock fault's session runs (identifiers come from a fixed list).
+fn lock_statement(kind: Kind, p: &Value) -> String {
+    if kind == Kind::LockContention {
+        format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            p.text("table")
+        )
+    } else if p.int("advisory_lock_id") > 0 {
+        format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({})",
+            p.int("advisory_lock_id")
+        )
+    } else {
+        format!(
+            "BEGIN; SELECT id FROM {} WHERE id <= {} ORDER BY id FOR UPDATE",
+            p.text("table"),
+            p.int("rows")
+        )
+    }
+}
+
+/// The target's run-time limit: `(max_requests, window_seconds)`.
+async fn get_rate_limit(ctx: &Ctx, base: &str, token: &str) -> R<(i64, i64)> {
+    let resp = ctx
+        .http
+        .get(format!("{base}/admin/rate_limit"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "GET /admin/rate_limit: {}",
+                crate::ctx::describe_reqwest(&e)
+            )
+        })?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("GET /admin/rate_limit: {status}"));
+    }
+    // A target that predates windows reports only `rps`.
+    let max = body["max_requests"]
+        .as_i64()
+        .or_else(|| body["rps"].as_i64())
+        .ok_or_else(|| format!("GET /admin/rate_limit: unexpected answer {body}"))?;
+    Ok((max, body["window_seconds"].as_i64().unwrap_or(1)))
+}
+
+/// Sets the target's run-time limit; `Err("connect: ...")` when the target is not there.
+async fn put_rate_limit(ctx: &Ctx, base: &str, token: &str, max: i64, window: i64) -> R<()> {
+    match ctx
+        .http
+        .put(format!("{base}/admin/rate_limit"))
+        .bearer_auth(token)
+        .json(&json!({"max_requests": max, "window_seconds": window}))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => {
+            let status = resp.status();
+            Err(format!(
+                "PUT /admin/rate_limit: {status} {}",
+                resp.text().await.unwrap_or_default()
+            ))
+        }
+        Err(e) if e.is_connect() => Err(format!(
+            "connect: PUT /admin/rate_limit: {}",
+            crate::ctx::describe_reqwest(&e)
+        )),
+        Err(e) => Err(format!(
+            "PUT /admin/rate_limit: {}",
             crate::ctx::describe_reqwest(&e)
         )),
     }
@@ -973,15 +1257,7 @@ pub(crate) async fn apply(
             let app = kind.session_app().unwrap_or_default();
             let mut c = ctx.app_conn(app).await?;
             // Never wait long for the lock itself: inject must not hang behind traffic.
-            let q = if kind == LockContention {
-                "SET lock_timeout = '5s'; BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE"
-                    .to_string()
-            } else {
-                format!(
-                    "SET lock_timeout = '5s'; BEGIN; SELECT id FROM products WHERE id <= {} ORDER BY id FOR UPDATE",
-                    p.int("rows")
-                )
-            };
+            let q = format!("SET lock_timeout = '5s'; {}", lock_statement(kind, p));
             sql(&mut c, &q).await?;
             sessions.add(id, c);
             Ok(())
@@ -1021,12 +1297,51 @@ pub(crate) async fn apply(
             .await
             .map_err(|e| e.to_string())?
         }
+        ApiDown if p.text("mode") == "kill" => ctx
+            .runtime
+            .kill(svc::TARGET_APP, aiops_sandbox::runtime::KillSignal::Kill)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("kill target-app: {e}")),
         ApiDown => ctx
             .runtime
             .stop(svc::TARGET_APP)
             .await
             .map(|_| ())
             .map_err(|e| format!("stop target-app: {e}")),
+        RateLimit => {
+            let (base, token) = ctx.target_admin()?;
+            put_rate_limit(
+                ctx,
+                &base,
+                &token,
+                p.int("max_requests"),
+                p.int("window_seconds"),
+            )
+            .await?;
+            let (n, rate) = (p.int("flood_requests"), p.int("flood_rate"));
+            if n > 0 {
+                let url = format!("{}/api/v1/products?limit=1", ctx.target_url()?);
+                let http = ctx.http.clone();
+                let flood = tokio::spawn(async move {
+                    let mut tick =
+                        tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+                    let mut inflight = tokio::task::JoinSet::new();
+                    for _ in 0..n {
+                        tick.tick().await;
+                        let req = http.get(&url).timeout(Duration::from_secs(5));
+                        inflight.spawn(async move {
+                            let _ = req.send().await;
+                        });
+                        // Reap finished requests so the set stays small.
+                        while inflight.try_join_next().is_some() {}
+                    }
+                    while inflight.join_next().await.is_some() {}
+                });
+                sessions.add_flood(id, flood.abort_handle());
+            }
+            Ok(())
+        }
         Latency | HighCpu | LogStorm | MemoryLeak => {
             let (name, action) = kind.target_failpoint(p).unwrap_or_default();
             let (base, token) = ctx.target_admin()?;
@@ -1052,6 +1367,9 @@ pub(crate) async fn apply(
             let original = undo["env"].as_str().unwrap_or_default();
             let mut env = EnvFile::parse(original);
             match kind {
+                ConfigCorruption if p.text("mode") == "missing" => {
+                    env.remove(&p.text("key"));
+                }
                 ConfigCorruption => env.set(&p.text("key"), p.text("value")),
                 JwtRotation => env.set("JWT_SECRET", aiops_sandbox::secrets::random_hex(32)),
                 _ => env.set("LISTEN_ADDR", format!("127.0.0.1:{}", ctx.postgres_port())),
@@ -1061,6 +1379,30 @@ pub(crate) async fn apply(
             if kind == JwtRotation {
                 ctx.wait_healthy(svc::TARGET_APP, HEALTHY_LIMIT).await?;
             }
+            Ok(())
+        }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            let row = &undo["migration"];
+            let version = row["version"].as_i64().unwrap_or_default();
+            let mut admin = ctx.admin_conn().await?;
+            let q = match p.text("mode").as_str() {
+                "future_version" => sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES ($1, 'future', true, sha384('future'::bytea), 0)",
+                )
+                .bind(FUTURE_MIGRATION_VERSION),
+                "missing_version" => {
+                    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1").bind(version)
+                }
+                _ => sqlx::query(
+                    "UPDATE _sqlx_migrations SET checksum = sha384(checksum || 'edited'::bytea) WHERE version = $1",
+                )
+                .bind(version),
+            };
+            q.execute(&mut admin)
+                .await
+                .map_err(|e| format!("change _sqlx_migrations: {e}"))?;
+            let _ = admin.close().await;
             Ok(())
         }
         FailedMigration => {
@@ -1084,7 +1426,7 @@ pub(crate) async fn revert(
     kind: Kind,
     ctx: &Ctx,
     id: &str,
-    _p: &Value,
+    p: &Value,
     undo: &Value,
     sessions: &Sessions,
 ) -> R<()> {
@@ -1150,7 +1492,31 @@ pub(crate) async fn revert(
             let _ = std::fs::remove_file(cache.join(DISK_FILLER));
             Ok(())
         }
-        ApiDown => target_up(ctx, false).await,
+        ApiDown => {
+            let alive = ctx
+                .service_state(svc::TARGET_APP)
+                .await
+                .map(|s| s.state.is_alive())
+                .unwrap_or(false);
+            if alive {
+                ctx.wait_healthy(svc::TARGET_APP, HEALTHY_LIMIT).await
+            } else {
+                target_up(ctx, false).await
+            }
+        }
+        RateLimit => {
+            sessions.stop_flood(id);
+            let (base, token) = ctx.target_admin()?;
+            let saved = &undo["rate_limit"];
+            let max = saved["max_requests"].as_i64().unwrap_or(0);
+            let window = saved["window_seconds"].as_i64().unwrap_or(1);
+            match put_rate_limit(ctx, &base, &token, max, window).await {
+                Ok(()) => Ok(()),
+                // A target that is not running starts with the limit of its .env.
+                Err(e) if e.starts_with("connect:") => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
         Latency | HighCpu | LogStorm | MemoryLeak => {
             let name = undo["failpoint"].as_str().unwrap_or_default();
             let (base, token) = ctx.target_admin()?;
@@ -1189,6 +1555,36 @@ pub(crate) async fn revert(
             // Always restart: the running process may still hold the changed values, and
             // a restart also clears a crash loop the supervisor gave up on.
             target_up(ctx, true).await
+        }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            let row = &undo["migration"];
+            let version = row["version"]
+                .as_i64()
+                .ok_or_else(|| "the ledger holds no saved migration row".to_string())?;
+            let mut admin = ctx.admin_conn().await?;
+            let q = match p.text("mode").as_str() {
+                "future_version" => sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+                    .bind(FUTURE_MIGRATION_VERSION),
+                "missing_version" => sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES ($1, $2, $3, decode($4, 'hex'), $5) ON CONFLICT (version) DO NOTHING",
+                )
+                .bind(version)
+                .bind(row["description"].as_str().unwrap_or_default().to_string())
+                .bind(row["success"].as_bool().unwrap_or(true))
+                .bind(row["checksum"].as_str().unwrap_or_default().to_string())
+                .bind(row["execution_time"].as_i64().unwrap_or(0)),
+                _ => sqlx::query(
+                    "UPDATE _sqlx_migrations SET checksum = decode($2, 'hex') WHERE version = $1",
+                )
+                .bind(version)
+                .bind(row["checksum"].as_str().unwrap_or_default().to_string()),
+            };
+            q.execute(&mut admin)
+                .await
+                .map_err(|e| format!("restore _sqlx_migrations: {e}"))?;
+            let _ = admin.close().await;
+            Ok(())
         }
         FailedMigration => {
             let mut admin = ctx.admin_conn().await?;
@@ -1350,6 +1746,29 @@ pub(crate) async fn verify(
             })
             .await
         }
+        LongTransaction if p.int("advisory_lock_id") > 0 => {
+            let lock_id = p.int("advisory_lock_id");
+            poll(VERIFY_LIMIT, || async move {
+                let mut admin = ctx.admin_conn().await?;
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+                     WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1",
+                )
+                .bind(LONG_TX_APP)
+                .fetch_one(&mut admin)
+                .await
+                .map_err(|e| e.to_string())?;
+                let _ = admin.close().await;
+                if held > 0 {
+                    Ok(format!(
+                        "advisory lock {lock_id} granted to {LONG_TX_APP}, idle in transaction (pg_locks)"
+                    ))
+                } else {
+                    Err("no advisory lock held yet".into())
+                }
+            })
+            .await
+        }
         LockContention | LongTransaction => {
             // A request that needs the locked rows, sent in the background: it waits.
             let url = ctx.target_url().unwrap_or_default();
@@ -1379,6 +1798,39 @@ pub(crate) async fn verify(
             .await;
             probe.abort();
             check
+        }
+        ApiDown if p.text("mode") == "kill" => {
+            poll(VERIFY_LIMIT, || async move {
+                let s = ctx.service_state(svc::TARGET_APP).await?;
+                match s.last_exit.as_ref().filter(|e| e.at >= mark.at) {
+                    Some(e) => Ok(format!(
+                        "target-app {} ({}); now {}, {} restarts",
+                        e.describe(),
+                        e.at.format("%H:%M:%S"),
+                        s.state.as_str(),
+                        s.restarts
+                    )),
+                    None => Err(format!(
+                        "target-app {}; no exit since the inject",
+                        s.state.as_str()
+                    )),
+                }
+            })
+            .await
+        }
+        RateLimit => {
+            poll(VERIFY_LIMIT, || async move {
+                let r = ctx.get("/api/v1/products?limit=1", short).await;
+                match &r {
+                    Ok(reply)
+                        if reply.status == 429 && reply.code.as_deref() == Some("RATE_LIMITED") =>
+                    {
+                        Ok(format!("GET /api/v1/products: {}", fmt_reply(&r)))
+                    }
+                    _ => Err(format!("GET /api/v1/products: {}", fmt_reply(&r))),
+                }
+            })
+            .await
         }
         ApiDown => {
             poll(VERIFY_LIMIT, || async move {
@@ -1498,6 +1950,21 @@ pub(crate) async fn verify(
                         Ok(format!("GET /api/v1/products/1: {}", fmt_reply(&r)))
                     }
                     _ => Err(format!("GET /api/v1/products/1: {}", fmt_reply(&r))),
+                }
+            })
+            .await
+        }
+        FailedMigration if p.text("mode") != "drop_column" => {
+            poll(VERIFY_LIMIT, || async move {
+                let (status, body) = ctx.readyz().await?;
+                let m = body["checks"]["migrations"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string();
+                if status == 503 && m == "not current" {
+                    Ok(format!("/readyz {status} (migrations: {m})"))
+                } else {
+                    Err(format!("/readyz {status} (migrations: {m})"))
                 }
             })
             .await

@@ -80,6 +80,24 @@ pub struct UpArgs {
     /// Expose the chaos tools to MCP clients of the daemon's HTTP listener.
     #[arg(long)]
     pub allow_chaos: bool,
+    #[command(flatten)]
+    pub compat: CompatArgs,
+}
+
+/// The original Python system's ports (chaos 8080, actions 9000), for its clients.
+#[derive(Debug, Clone, Args)]
+pub struct CompatArgs {
+    /// Also listen on 127.0.0.1:8080 (chaos: /api/v1/break/*) and 127.0.0.1:9000
+    /// (actions: /health, /api/v1/action/*), the original servers' ports, without a
+    /// token, for the original clients (chaos still needs --allow-chaos).
+    #[arg(long)]
+    pub compat_ports: bool,
+    /// Address of the compatibility chaos listener.
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "compat_ports")]
+    pub compat_chaos_addr: SocketAddr,
+    /// Address of the compatibility actions listener.
+    #[arg(long, default_value = "127.0.0.1:9000", requires = "compat_ports")]
+    pub compat_actions_addr: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +108,8 @@ pub struct DaemonArgs {
     pub random_ports: bool,
     #[arg(long)]
     pub allow_chaos: bool,
+    #[command(flatten)]
+    pub compat: CompatArgs,
 }
 
 #[derive(Debug, Args)]

@@ -65,6 +65,15 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         exam: false,
     };
     let events = runtime.events().clone();
+    let rest = crate::rest::RestState {
+        observer: observer.clone(),
+        state: state.clone(),
+        runtime: dyn_rt.clone(),
+        events: events.clone(),
+        chaos: chaos.clone(),
+        allow_chaos: args.allow_chaos,
+    };
+    let compat = crate::rest::compat::listen(&state, &args.compat, &rest).await?;
     let mcp_runtime = dyn_rt.clone();
     let server_state = state.clone();
     let exam_server = {
@@ -93,6 +102,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         token.clone(),
         Arc::new(move || stop_for_api.notify_one()),
     )
+    .merge(crate::rest::router(rest, token.clone()))
     .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
     .merge(crate::http::exam_router(
         exam_server,
@@ -156,6 +166,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     }
     runtime.shutdown_all().await;
     server.abort();
+    compat.iter().for_each(|t| t.abort());
     let _ = std::fs::remove_file(state.endpoint_file());
     let _ = std::fs::remove_file(state.daemon_pid_file());
     tracing::info!(message = "Daemon stopped.");

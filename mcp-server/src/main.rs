@@ -14,6 +14,7 @@ mod load;
 mod mcp;
 mod output;
 mod remediation_cmds;
+mod rest;
 mod serve;
 mod service_cmds;
 mod sse;

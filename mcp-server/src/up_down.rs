@@ -28,6 +28,7 @@ pub async fn up(state: &StateDir, args: UpArgs) -> anyhow::Result<ExitCode> {
                 http: args.http,
                 random_ports: args.random_ports,
                 allow_chaos: args.allow_chaos,
+                compat: args.compat.clone(),
             },
         )
         .await?;
@@ -63,6 +64,13 @@ pub async fn up(state: &StateDir, args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     if args.allow_chaos {
         cmd.arg("--allow-chaos");
+    }
+    if args.compat.compat_ports {
+        cmd.arg("--compat-ports")
+            .arg("--compat-chaos-addr")
+            .arg(args.compat.compat_chaos_addr.to_string())
+            .arg("--compat-actions-addr")
+            .arg(args.compat.compat_actions_addr.to_string());
     }
     {
         use std::os::unix::process::CommandExt;

@@ -41,7 +41,7 @@ pub(crate) const ERROR_FLOOD_LINES: u64 = 300;
 /// Application names that belong to the sandbox itself.
 const OWN_APPLICATIONS: [&str; 2] = ["target-app", "target-app-worker"];
 /// Error codes that point at a fault when they appear in recent logs.
-pub(crate) const INCIDENT_CODES: [&str; 12] = [
+pub(crate) const INCIDENT_CODES: [&str; 13] = [
     "DB_POOL_TIMEOUT",
     "DB_AUTH_FAILED",
     "DB_UNAVAILABLE",
@@ -54,6 +54,7 @@ pub(crate) const INCIDENT_CODES: [&str; 12] = [
     "INJECTED_FAILURE",
     "CONFIG_INVALID",
     "CACHE_IO",
+    "RATE_LIMITED",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]

@@ -625,7 +625,7 @@ async fn fix(env: &Env, fault: &str) {
         "crash_loop" | "config_corruption" => {
             env.run_ok("restore_config", json!({})).await;
         }
-        "latency" | "high_cpu" | "memory_leak" | "log_storm" => {
+        "latency" | "high_cpu" | "memory_leak" | "log_storm" | "rate_limit" => {
             env.run_ok("restart_service", json!({"service": "target-app"}))
                 .await;
         }
@@ -743,6 +743,7 @@ const APP_FAULTS: &[&str] = &[
     "log_storm",
     "jwt_secret_rotation",
     "disk_full",
+    "rate_limit",
 ];
 
 #[test]

@@ -150,39 +150,58 @@ async fn delete_failpoint(
     ))
 }
 
+fn rate_limit_body(rl: &RateLimiter) -> serde_json::Value {
+    let (max_requests, window_seconds) = rl.window();
+    json!({"rps": rl.rps(), "max_requests": max_requests, "window_seconds": window_seconds})
+}
+
 async fn get_rate_limit(State(state): State<AdminState>) -> Response {
     match &state.rate_limiter {
-        Some(rl) => Json(json!({"rps": rl.rps()})).into_response(),
+        Some(rl) => Json(rate_limit_body(rl)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
+/// `{"rps": N}` (N per second), or `{"max_requests": N, "window_seconds": W}`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SetRateLimit {
-    rps: u32,
+    rps: Option<u32>,
+    max_requests: Option<u32>,
+    window_seconds: Option<u32>,
 }
 
 async fn set_rate_limit(
     State(state): State<AdminState>,
     body: Result<Json<SetRateLimit>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let Json(body) = body.map_err(|e| {
-        AppError::bad_request(format!(
-            "expected a JSON body {{\"rps\": N}} with N in 0..=100000: {e}"
-        ))
-    })?;
-    if body.rps > 100_000 {
-        return Err(AppError::bad_request(
-            "rps out of range; allowed: 0..=100000 (0 = off)",
-        ));
+    const SHAPE: &str = "expected a JSON body {\"rps\": N} with N in 0..=100000, or \
+        {\"max_requests\": N, \"window_seconds\": W} with N in 0..=100000 and W in 1..=3600";
+    let Json(body) = body.map_err(|e| AppError::bad_request(format!("{SHAPE}: {e}")))?;
+    let (max_requests, window_s) = match (body.rps, body.max_requests, body.window_seconds) {
+        (Some(rps), None, None) => (rps, 1),
+        (None, Some(max), Some(window)) => (max, window),
+        _ => return Err(AppError::bad_request(SHAPE)),
+    };
+    if max_requests > 100_000 || !(1..=3600).contains(&window_s) {
+        return Err(AppError::bad_request(format!(
+            "rate limit out of range; {SHAPE} (0 requests = off)"
+        )));
     }
     let Some(rl) = &state.rate_limiter else {
         return Err(AppError::not_found("no rate limiter in this process"));
     };
-    let previous = rl.rps();
-    rl.set_rps(body.rps);
-    tracing::warn!(message = "Rate limit changed.", previous, rps = body.rps);
-    Ok(Json(json!({"rps": body.rps, "previous": previous})))
+    let previous = rate_limit_body(rl);
+    rl.set_window(max_requests, window_s);
+    tracing::warn!(
+        message = "Rate limit changed.",
+        previous = %previous,
+        max_requests,
+        window_seconds = window_s
+    );
+    let mut now = rate_limit_body(rl);
+    now["previous"] = previous;
+    Ok(Json(now))
 }
 
 #[cfg(test)]

@@ -850,6 +850,50 @@ async fn rate_limit_refuses_excess_requests_and_is_adjustable() {
     for _ in 0..5 {
         assert_eq!(get(&h.app, "/api/v1/products").await.status, StatusCode::OK);
     }
+
+    // N requests per W seconds: a burst of N, then refused (one token every W/N s).
+    let window = call(
+        &admin,
+        Method::PUT,
+        "/admin/rate_limit",
+        Some(ADMIN_TOKEN),
+        Some(json!({"max_requests": 2, "window_seconds": 60})),
+    )
+    .await;
+    assert_eq!(window.status, StatusCode::OK, "{}", window.text);
+    assert_eq!(window.json()["previous"]["max_requests"], 0);
+    assert_eq!(get(&h.app, "/api/v1/products").await.status, StatusCode::OK);
+    assert_eq!(get(&h.app, "/api/v1/products").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&h.app, "/api/v1/products").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let now = call(
+        &admin,
+        Method::GET,
+        "/admin/rate_limit",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(now.json()["max_requests"], 2);
+    assert_eq!(now.json()["window_seconds"], 60);
+    for bad in [
+        json!({"max_requests": 2}),
+        json!({"rps": 1, "max_requests": 2, "window_seconds": 60}),
+        json!({"max_requests": 2, "window_seconds": 0}),
+        json!({"max_requests": 2, "window_seconds": 60, "burst": 1}),
+    ] {
+        let r = call(
+            &admin,
+            Method::PUT,
+            "/admin/rate_limit",
+            Some(ADMIN_TOKEN),
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
 }
 
 #[tokio::test]
