@@ -40,7 +40,8 @@ fn streamable(
     )
 }
 
-fn guarded(router: Router, tokens: Vec<String>) -> Router {
+/// `router` behind the guards; any of `tokens` opens it.
+pub(crate) fn guarded(router: Router, tokens: Vec<String>) -> Router {
     let guard = Guard {
         tokens: tokens.into(),
     };

@@ -231,10 +231,11 @@ async fn exam_mode_hides_chaos_and_ground_truth() {
             .get("required")
             .and_then(Value::as_array)
             .is_some_and(|r| !r.is_empty());
-        if tool.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true) && !required {
-            if let Ok(v) = call(&exam, &tool.name, json!({})).await {
-                seen.push_str(&v.to_string());
-            }
+        if tool.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true)
+            && !required
+            && let Ok(v) = call(&exam, &tool.name, json!({})).await
+        {
+            seen.push_str(&v.to_string());
         }
     }
     for extra in [

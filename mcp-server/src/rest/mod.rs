@@ -81,71 +81,9 @@ pub fn router(st: RestState, token: String) -> Router {
         .merge(compat::chaos_routes())
         .merge(compat::action_routes())
         .with_state(st);
-    guarded(api, token).merge(openapi::routes())
-}
-
-/// The MCP routes' guards, in the same order and with the same answers (`crate::http`):
-/// a non-loopback `Origin` → 403, no or a wrong bearer token → 401, a body over 1 MiB →
-/// 413.
-fn guarded(router: Router, token: String) -> Router {
-    let token: Arc<str> = token.into();
-    router
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            crate::http::MAX_BODY_BYTES,
-        ))
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let token = token.clone();
-                async move { check_request(&token, req, next).await }
-            },
-        ))
-}
-
-async fn check_request(
-    token: &str,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    if let Some(origin) = req.headers().get(header::ORIGIN)
-        && !crate::http::is_loopback_origin(origin)
-    {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            "the Origin header names a non-loopback site; this server only accepts requests \
-             from local pages (DNS rebinding protection)",
-        )
-        .into_response();
-    }
-    if !aiops_sandbox::control::token_matches(req.headers(), token) {
-        let mut resp = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token: send `Authorization: Bearer <token>` with the \
-             token from the state dir's secrets/http-token (printed by `aiops up`)",
-        )
-        .into_response();
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Bearer"),
-        );
-        return resp;
-    }
-    let resp = next.run(req).await;
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "request body over the {}-byte limit",
-                crate::http::MAX_BODY_BYTES
-            ),
-        )
-        .into_response();
-    }
-    resp
+    // The MCP routes' guards, with the same answers: a non-loopback `Origin` → 403, no
+    // or a wrong bearer token → 401, a body over 1 MiB → 413.
+    crate::http::guarded(api, vec![token]).merge(openapi::routes())
 }
 
 /// The native `/api/v1` routes (without state and guards).
