@@ -395,6 +395,30 @@ fn database(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
             foreign,
         ));
     }
+    for l in &d.role_limits {
+        if l.limit > 0 && l.sessions >= l.limit {
+            out.push(Anomaly::new(
+                "db_role_connection_limit",
+                format!(
+                    "role {} holds {} of its {} connections",
+                    l.role, l.sessions, l.limit
+                ),
+                "sessions < the role's CONNECTION LIMIT",
+                Severity::Critical,
+                "postgres",
+                std::iter::once(format!(
+                    "new connections as {} fail: too many connections for role",
+                    l.role
+                ))
+                .chain(
+                    l.by_application
+                        .iter()
+                        .map(|c| format!("{} holds {}", c.key, c.count)),
+                )
+                .collect(),
+            ));
+        }
+    }
     if d.utilization_percent >= 90.0 {
         out.push(Anomaly::new(
             "db_connections_near_max",
@@ -569,11 +593,13 @@ fn logs(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
     }
 }
 
-/// A code outside the incident list flooding the log right now: noise that costs disk
-/// and CPU (and hides real errors), whatever else is going on.
+/// A code outside the incident list flooding the log at ERROR level right now: noise that
+/// costs disk and CPU (and hides real errors), whatever else is going on. Client errors
+/// (a 404 is logged at warn) are traffic, not a flood.
 fn error_flood(s: &LogSignal, out: &mut Vec<Anomaly>) {
     let ongoing = s.last_seen_s_ago.is_some_and(|a| a <= LOG_CODE_STOPPED_S);
-    if s.count < ERROR_FLOOD_LINES || !ongoing {
+    let error_level = matches!(s.level.as_deref(), Some("error" | "fatal"));
+    if s.count < ERROR_FLOOD_LINES || !ongoing || !error_level {
         return;
     }
     let service = s
@@ -869,6 +895,23 @@ mod tests {
     fn database_rules() {
         let d = DbDiagnostics {
             max_connections: 100,
+            role_limits: vec![
+                crate::db::RoleLimit {
+                    role: "shop_app".into(),
+                    limit: 85,
+                    sessions: 85,
+                    by_application: vec![ConnectionCount {
+                        key: "psql".into(),
+                        count: 85,
+                    }],
+                },
+                crate::db::RoleLimit {
+                    role: "other".into(),
+                    limit: 10,
+                    sessions: 2,
+                    by_application: vec![],
+                },
+            ],
             total_connections: 95,
             utilization_percent: 95.0,
             by_state: vec![],
@@ -943,6 +986,12 @@ mod tests {
                 .iter()
                 .any(|e| e.contains("aiops-observe"))
         );
+        let limit: Vec<_> = a
+            .iter()
+            .filter(|x| x.signal == "db_role_connection_limit")
+            .collect();
+        assert_eq!(limit.len(), 1, "only the role at its limit");
+        assert!(limit[0].observed.contains("shop_app holds 85 of its 85"));
         assert!(get("blocking_locks").evidence[0].contains("pid 2"));
         assert!(get("blocking_locks").evidence[0].contains("LOCK TABLE products"));
         assert_eq!(get("idle_in_transaction").severity, Severity::Warning);
@@ -971,24 +1020,28 @@ mod tests {
                 count: 12,
                 samples: vec!["line".into()],
                 last_seen_s_ago: Some(1),
+                level: Some("error".into()),
             },
             LogSignal {
                 code: "DB_POOL_TIMEOUT".into(),
                 count: 40,
                 samples: vec!["old line".into()],
                 last_seen_s_ago: Some(90),
+                level: Some("warn".into()),
             },
             LogSignal {
                 code: "NOT_FOUND".into(),
-                count: 99,
-                samples: vec![],
-                last_seen_s_ago: None,
+                count: 2000,
+                samples: vec!["target-app: 404".into()],
+                last_seen_s_ago: Some(0),
+                level: Some("warn".into()),
             },
             LogSignal {
                 code: "INTERNAL_PANIC_REPORTED".into(),
                 count: 4000,
                 samples: vec!["target-app: {\"level\":\"ERROR\"}".into()],
                 last_seen_s_ago: Some(0),
+                level: Some("error".into()),
             },
         ];
         let disk = DiskUsageReport {
@@ -1011,7 +1064,7 @@ mod tests {
         let l = a.iter().find(|x| x.signal == "log_error_code").unwrap();
         assert_eq!(l.component, "postgres");
         assert_eq!(l.severity, Severity::Critical);
-        assert!(!a.iter().any(|x| x.observed.contains("NOT_FOUND")));
+        assert!(!a.iter().any(|x| x.observed.contains("NOT_FOUND")), "{a:#?}");
         assert!(a.iter().any(|x| x.signal == "disk_low_free"));
         // A code that stopped appearing is history: info, and said so.
         let old = a

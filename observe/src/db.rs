@@ -42,6 +42,17 @@ pub struct ConnectionCount {
     pub count: u64,
 }
 
+/// A role's connection limit and its sessions.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RoleLimit {
+    pub role: String,
+    /// `ALTER ROLE … CONNECTION LIMIT n`.
+    pub limit: u64,
+    pub sessions: u64,
+    /// The role's sessions by application name.
+    pub by_application: Vec<ConnectionCount>,
+}
+
 /// A session that holds what another waits for.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct BlockingSession {
@@ -105,6 +116,8 @@ pub struct MigrationStatus {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DbDiagnostics {
     pub max_connections: u64,
+    /// Login roles with a `CONNECTION LIMIT`, and how many sessions each holds now.
+    pub role_limits: Vec<RoleLimit>,
     /// Client sessions, this diagnostic session excluded.
     pub total_connections: u64,
     /// total / max_connections, in percent.
@@ -469,10 +482,46 @@ async fn gather(
         migrations.applied_versions.truncate(MAX_ITEMS);
     }
 
+    let limit_rows = sqlx::query(
+        "SELECT r.rolname AS role, r.rolconnlimit::int8 AS lim, \
+                coalesce(a.application_name, '') AS app, count(a.pid)::int8 AS n \
+         FROM pg_roles r LEFT JOIN pg_stat_activity a \
+           ON a.usename = r.rolname AND a.pid <> pg_backend_pid() \
+         WHERE r.rolcanlogin AND r.rolconnlimit >= 0 \
+         GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC LIMIT 200",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut role_limits: Vec<RoleLimit> = Vec::new();
+    for r in limit_rows {
+        let role: String = r.try_get("role").unwrap_or_default();
+        let limit = r.try_get::<i64, _>("lim").unwrap_or(0).max(0) as u64;
+        let n = r.try_get::<i64, _>("n").unwrap_or(0).max(0) as u64;
+        let app: String = r.try_get("app").unwrap_or_default();
+        if role_limits.last().is_none_or(|l| l.role != role) {
+            role_limits.push(RoleLimit {
+                role,
+                limit,
+                sessions: 0,
+                by_application: Vec::new(),
+            });
+        }
+        if let Some(l) = role_limits.last_mut()
+            && n > 0
+        {
+            l.sessions += n;
+            l.by_application.push(ConnectionCount {
+                key: if app.is_empty() { "(none)".into() } else { app },
+                count: n,
+            });
+        }
+    }
+
     let total = acts.len() as u64;
     let max = max_connections.max(0) as u64;
     Ok(DbDiagnostics {
         max_connections: max,
+        role_limits,
         total_connections: total,
         utilization_percent: if max > 0 {
             round1(total as f64 / max as f64 * 100.0)

@@ -43,6 +43,8 @@ pub struct LogSignal {
     /// Seconds between the newest line with the code and the snapshot: a code that
     /// stopped appearing is history, not an ongoing incident.
     pub last_seen_s_ago: Option<u64>,
+    /// Level of the newest line with the code (`error`, `warn`, ...).
+    pub level: Option<String>,
 }
 
 /// Everything at once, for the first look at an incident.
@@ -124,6 +126,10 @@ async fn log_signals(obs: &Observer) -> Result<Vec<LogSignal>, ObserveError> {
         .counts_by_code
         .iter()
         .map(|(code, count)| LogSignal {
+            level: out
+                .samples_by_code
+                .get(code)
+                .and_then(|v: &Vec<LogEntry>| v.first()?.level.clone()),
             last_seen_s_ago: out.samples_by_code.get(code).and_then(|v: &Vec<LogEntry>| {
                 v.iter()
                     .filter_map(|e| {
