@@ -1257,8 +1257,12 @@ pub(crate) async fn apply(
             let app = kind.session_app().unwrap_or_default();
             let mut c = ctx.app_conn(app).await?;
             // Never wait long for the lock itself: inject must not hang behind traffic.
-            let q = format!("SET lock_timeout = '5s'; {}", lock_statement(kind, p));
-            sql(&mut c, &q).await?;
+            // One statement per round trip, as a job would send them, so the session's
+            // last query (what `pg_stat_activity` shows) is the locking one.
+            sql(&mut c, "SET lock_timeout = '5s'").await?;
+            for statement in lock_statement(kind, p).split("; ") {
+                sql(&mut c, statement).await?;
+            }
             sessions.add(id, c);
             Ok(())
         }

@@ -131,6 +131,8 @@ pub struct Drill {
     state: StateDir,
     chaos: ChaosClient,
     remediator: Remediator,
+    /// What the agent sees (exam mode), for the reset's quiet check.
+    observer: aiops_observe::Observer,
     runtime: Arc<dyn Runtime>,
     exam_url: String,
     exam_token: String,
@@ -167,6 +169,8 @@ impl Drill {
             .to_string();
         let baseline_env = EnvFile::read(&state.env_file())
             .map_err(|e| DrillError::Other(format!("cannot read the target's .env: {e}")))?;
+        let observer = aiops_observe::Observer::new(state.clone(), runtime.clone()).for_exam();
+        observer.start_sampler();
         let actions = Remediator::actions()
             .into_iter()
             .map(|a| (a.name.clone(), (a.destructive, a.read_only)))
@@ -178,6 +182,7 @@ impl Drill {
             state,
             chaos,
             remediator,
+            observer,
             runtime,
             exam_token,
             baseline_env,
@@ -710,17 +715,46 @@ impl Drill {
         let until = Instant::now() + RESET_LIMIT;
         loop {
             let v = self.remediator.steady_state(CHECK_WINDOW_S).await;
-            if v.passed {
+            // Steady, and quiet as the agent will see it: no critical or warning anomaly
+            // left over from the previous trial (error codes still fresh in the logs,
+            // a metrics window that still holds the last incident).
+            let noise = if v.passed {
+                self.anomalies().await
+            } else {
+                Vec::new()
+            };
+            if v.passed && noise.is_empty() {
                 return Ok(());
             }
             if Instant::now() > until {
-                return Err(format!(
-                    "no steady state after {} s: {}",
-                    RESET_LIMIT.as_secs(),
-                    failed_checks(&v)
-                ));
+                return Err(if v.passed {
+                    format!(
+                        "steady, but still not quiet after {} s: {}",
+                        RESET_LIMIT.as_secs(),
+                        noise.join("; ")
+                    )
+                } else {
+                    format!(
+                        "no steady state after {} s: {}",
+                        RESET_LIMIT.as_secs(),
+                        failed_checks(&v)
+                    )
+                });
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The critical and warning anomalies an agent would see now, one line each.
+    async fn anomalies(&self) -> Vec<String> {
+        match self.observer.incident_snapshot().await {
+            Ok(s) => s
+                .anomalies
+                .iter()
+                .filter(|a| a.severity != aiops_observe::Severity::Info)
+                .map(|a| a.line())
+                .collect(),
+            Err(e) => vec![format!("incident_snapshot: {e}")],
         }
     }
 }

@@ -36,6 +36,8 @@ pub(crate) const RECENT_CRASH_S: i64 = 120;
 /// A log error code whose newest line is older than this is history (info), not an
 /// ongoing incident.
 pub(crate) const LOG_CODE_STOPPED_S: u64 = 20;
+/// A flood whose newest line is older than this has stopped.
+pub(crate) const FLOOD_STOPPED_S: u64 = 5;
 /// Lines of one code (outside the incident list) in the 2-min log window that make a flood.
 pub(crate) const ERROR_FLOOD_LINES: u64 = 300;
 /// Application names that belong to the sandbox itself.
@@ -597,7 +599,8 @@ fn logs(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
 /// costs disk and CPU (and hides real errors), whatever else is going on. Client errors
 /// (a 404 is logged at warn) are traffic, not a flood.
 fn error_flood(s: &LogSignal, out: &mut Vec<Anomaly>) {
-    let ongoing = s.last_seen_s_ago.is_some_and(|a| a <= LOG_CODE_STOPPED_S);
+    // A flood is continuous: a few seconds without a line means it stopped.
+    let ongoing = s.last_seen_s_ago.is_some_and(|a| a <= FLOOD_STOPPED_S);
     let error_level = matches!(s.level.as_deref(), Some("error" | "fatal"));
     if s.count < ERROR_FLOOD_LINES || !ongoing || !error_level {
         return;
@@ -620,16 +623,22 @@ fn error_flood(s: &LogSignal, out: &mut Vec<Anomaly>) {
 fn resources(i: &Inputs<'_>, out: &mut Vec<Anomaly>) {
     if let Some(m) = i.metrics {
         for r in &m.services {
-            if r.cpu_percent > CPU_PERCENT {
+            // What it does now counts first: a spin shows in seconds, and a past spike
+            // does not linger for the whole window.
+            let (cpu, over) = match r.cpu_percent_recent {
+                Some(now) => (now, "the last few seconds".to_string()),
+                None => (r.cpu_percent, format!("{:.0} s", m.covered_s)),
+            };
+            if cpu > CPU_PERCENT {
                 out.push(Anomaly::new(
                     "cpu",
-                    format!("{:.0} % of a core", r.cpu_percent),
+                    format!("{cpu:.0} % of a core"),
                     format!("≤ {CPU_PERCENT:.0} %"),
                     Severity::Warning,
                     &r.name,
                     vec![format!(
-                        "average over {:.0} s ({} samples)",
-                        m.covered_s, r.samples
+                        "average over {over} ({:.0} % over the {:.0} s window, {} samples)",
+                        r.cpu_percent, m.covered_s, r.samples
                     )],
                 ));
             }
@@ -858,6 +867,7 @@ mod tests {
         m.services.push(crate::metrics::ServiceResources {
             name: "worker".into(),
             cpu_percent: 95.0,
+            cpu_percent_recent: None,
             rss_bytes: 300 << 20,
             rss_growth_bytes: 200 << 20,
             samples: 10,
@@ -869,6 +879,17 @@ mod tests {
             },
             Utc::now(),
         );
+        // What the service does now decides: a spike the window still averages in does not.
+        let mut calm = m.clone();
+        calm.services[0].cpu_percent_recent = Some(3.0);
+        let b = detect(
+            &Inputs {
+                metrics: Some(&calm),
+                ..Default::default()
+            },
+            Utc::now(),
+        );
+        assert!(!b.iter().any(|x| x.signal == "cpu"), "{b:#?}");
         let sig: Vec<&str> = a.iter().map(|x| x.signal.as_str()).collect();
         for s in [
             "error_rate",
@@ -1064,7 +1085,10 @@ mod tests {
         let l = a.iter().find(|x| x.signal == "log_error_code").unwrap();
         assert_eq!(l.component, "postgres");
         assert_eq!(l.severity, Severity::Critical);
-        assert!(!a.iter().any(|x| x.observed.contains("NOT_FOUND")), "{a:#?}");
+        assert!(
+            !a.iter().any(|x| x.observed.contains("NOT_FOUND")),
+            "{a:#?}"
+        );
         assert!(a.iter().any(|x| x.signal == "disk_low_free"));
         // A code that stopped appearing is history: info, and said so.
         let old = a

@@ -57,6 +57,9 @@ pub struct ServiceResources {
     pub name: String,
     /// Average CPU over the window, in percent of one core.
     pub cpu_percent: f64,
+    /// Average CPU over the newest samples spanning at least 4 s (what it is doing now),
+    /// in percent of one core; `None` until there are such samples.
+    pub cpu_percent_recent: Option<f64>,
     /// Resident memory at the latest sample, in bytes.
     pub rss_bytes: u64,
     /// Latest RSS minus the first RSS in the window, in bytes (negative = shrank).
@@ -263,6 +266,25 @@ pub(crate) fn compute(
     }
 }
 
+/// The span of samples `cpu_percent_recent` averages over, at least.
+const RECENT_CPU_SPAN: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// CPU use between the first and last samples, in percent of one core.
+fn cpu_rate(series: &[(std::time::Instant, &aiops_sandbox::runtime::ServiceStats)]) -> Option<f64> {
+    if series.len() < 2 {
+        return None;
+    }
+    let cpu: f64 = series
+        .windows(2)
+        .map(|w| inc(w[0].1.cpu_seconds_total, w[1].1.cpu_seconds_total))
+        .sum();
+    let dt = series[series.len() - 1]
+        .0
+        .duration_since(series[0].0)
+        .as_secs_f64();
+    (dt > 0.0).then(|| round1(cpu / dt * 100.0))
+}
+
 fn service_resources(stats: &[StatsEntry]) -> Vec<ServiceResources> {
     let mut names: Vec<String> = Vec::new();
     for e in stats {
@@ -279,28 +301,20 @@ fn service_resources(stats: &[StatsEntry]) -> Vec<ServiceResources> {
                 .iter()
                 .filter_map(|e| e.stats.iter().find(|s| s.name == name).map(|s| (e.at, s)))
                 .collect();
-            let cpu_percent = if series.len() >= 2 {
-                let mut cpu = 0.0;
-                for w in series.windows(2) {
-                    cpu += inc(w[0].1.cpu_seconds_total, w[1].1.cpu_seconds_total);
-                }
-                let dt = series[series.len() - 1]
-                    .0
-                    .duration_since(series[0].0)
-                    .as_secs_f64();
-                if dt > 0.0 {
-                    round1(cpu / dt * 100.0)
-                } else {
-                    0.0
-                }
-            } else {
-                series.first().map(|s| s.1.cpu_percent).unwrap_or(0.0)
-            };
+            let cpu_percent = cpu_rate(&series)
+                .unwrap_or_else(|| series.first().map(|s| s.1.cpu_percent).unwrap_or(0.0));
+            let cpu_percent_recent = series.last().and_then(|newest| {
+                let start = series
+                    .iter()
+                    .rposition(|(at, _)| newest.0.duration_since(*at) >= RECENT_CPU_SPAN)?;
+                cpu_rate(&series[start..])
+            });
             let first = series.first().map(|s| s.1.rss_bytes).unwrap_or(0);
             let last = series.last().map(|s| s.1.rss_bytes).unwrap_or(0);
             ServiceResources {
                 name,
                 cpu_percent,
+                cpu_percent_recent,
                 rss_bytes: last,
                 rss_growth_bytes: last as i64 - first as i64,
                 samples: series.len(),

@@ -183,7 +183,10 @@ pub(crate) async fn incident_snapshot(obs: &Observer) -> Result<IncidentSnapshot
         obs.get_metrics(MetricsQuery {
             window_s: Some(SNAPSHOT_METRICS_WINDOW_S),
         }),
-        obs.db_diagnostics(DbDiagnosticsQuery::default()),
+        obs.db_diagnostics(DbDiagnosticsQuery {
+            // The idle-in-transaction rule looks at sessions from 5 s on.
+            long_running_threshold_s: Some(anomaly::IDLE_IN_TX_S as u64),
+        }),
         obs.process_stats(),
         obs.disk_usage(),
         obs.inspect_config(),
