@@ -120,6 +120,9 @@ pub enum DrillError {
 const ROTATED_KEYS: &[&str] = &["DATABASE_URL", "JWT_SECRET", "ADMIN_TOKEN"];
 /// Each steady-state check samples the target over this window.
 const CHECK_WINDOW_S: u64 = 1;
+/// Each durability check samples over this window: long enough that a one-second blip
+/// (a restart's start-up CPU) is averaged rather than counted as a relapse.
+const DURABLE_WINDOW_S: u64 = 2;
 /// After the agent is done, how long the harness still waits for the steady state.
 const GRACE: Duration = Duration::from_secs(10);
 /// After the revert, how long the system may take to settle before it counts as worse.
@@ -408,7 +411,7 @@ impl Drill {
             let (mut ok, mut all) = (0u32, 0u32);
             let mut first_failure = None;
             while Instant::now() < until {
-                let v = self.remediator.steady_state(CHECK_WINDOW_S).await;
+                let v = self.remediator.steady_state(DURABLE_WINDOW_S).await;
                 all += 1;
                 if v.passed {
                     ok += 1;

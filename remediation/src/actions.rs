@@ -334,7 +334,7 @@ const DEFS: &[Def] = &[
     def(
         "verify_recovery",
         "Check the sandbox is back to steady state",
-        "Read-only steady-state check over a short window: every service running and healthy, /readyz 200, sampled requests (product reads, listings, prices, health, an authenticated order read) with error rate and p95 within limits, no blocked sessions (lock chains), no session idle in transaction for over 30 s, target-app CPU, memory growth and error-log rate normal. Use after a fix to confirm recovery; every condition is a check with its figure.",
+        "Read-only steady-state check over a short window: every service running and healthy, /readyz 200, sampled requests (product reads, listings, prices, health, an authenticated order read) with error rate and p95 within limits, no blocked sessions (lock chains), no session idle in transaction for over 5 s, target-app CPU, memory growth and error-log rate normal. Use after a fix to confirm recovery; every condition is a check with its figure.",
         &[
             p(
                 "window_s",

@@ -11,6 +11,8 @@ use crate::Check;
 use crate::ctx::{Ctx, check, pg_error};
 
 const SAMPLES: u32 = 20;
+/// A transaction idle this long holds its locks and connection for nothing: not steady.
+const IDLE_IN_TX_S: f64 = 5.0;
 
 pub(crate) async fn verify_recovery(ctx: &Ctx, params: &Map<String, Value>) -> (Vec<Check>, Value) {
     let window = Duration::from_secs(params.get("window_s").and_then(Value::as_u64).unwrap_or(5));
@@ -234,10 +236,11 @@ pub(crate) async fn verify_recovery(ctx: &Ctx, params: &Map<String, Value>) -> (
         Ok(mut c) => {
             let r: Result<(i64, i64, Option<f64>), _> = sqlx::query_as(
                 "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND cardinality(pg_blocking_pids(pid)) > 0), \
-                        (SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction' AND now() - state_change > interval '30 seconds'), \
+                        (SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction' AND now() - state_change > make_interval(secs => $2)), \
                         (SELECT max(extract(epoch FROM now() - state_change))::float8 FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction')",
             )
             .bind(&ctx.topology.database.database)
+            .bind(IDLE_IN_TX_S)
             .fetch_one(&mut c)
             .await;
             let _ = sqlx::Connection::close(c).await;
@@ -257,12 +260,12 @@ pub(crate) async fn verify_recovery(ctx: &Ctx, params: &Map<String, Value>) -> (
                 "idle_in_transaction",
                 *idle == 0,
                 format!(
-                    "{idle} sessions idle in transaction for over 30 s (oldest {:.0} s)",
+                    "{idle} sessions idle in transaction for over {IDLE_IN_TX_S:.0} s (oldest {:.0} s)",
                     oldest.unwrap_or(0.0)
                 ),
                 "0",
             ));
-            json!({"blocked_sessions": blocked, "idle_in_transaction_over_30s": idle})
+            json!({"blocked_sessions": blocked, "idle_in_transaction_over_5s": idle})
         }
         Err(e) => {
             checks.push(check(

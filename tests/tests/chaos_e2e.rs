@@ -18,17 +18,6 @@ const CHAOS_TOOLS: &[&str] = &[
     "chaos_stop",
 ];
 
-fn endpoint(sb: &Sandbox) -> (String, String) {
-    let ep: Value =
-        serde_json::from_slice(&std::fs::read(sb.home().join("run/endpoint.json")).expect("ep"))
-            .expect("endpoint parses");
-    let token = std::fs::read_to_string(sb.home().join("secrets/http-token")).expect("token");
-    (
-        ep["url"].as_str().expect("url").to_string(),
-        token.trim().to_string(),
-    )
-}
-
 fn ledger_states(sb: &Sandbox) -> Vec<(String, String)> {
     let dir = sb.home().join("chaos/faults");
     let mut out = Vec::new();
@@ -105,7 +94,7 @@ async fn chaos_tools_exist_only_with_allow_chaos_and_hide_the_label() {
     let _ = plain.cancel().await;
 
     // The daemon was started with --allow-chaos: its HTTP MCP has them.
-    let (url, token) = endpoint(&sb);
+    let (url, token) = sb.endpoint();
     let client = ()
         .serve(StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(format!("{url}/mcp")).auth_header(token),

@@ -12,18 +12,6 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
 }
 
-fn endpoint(sb: &Sandbox) -> (String, String) {
-    let ep: Value = serde_json::from_slice(
-        &std::fs::read(sb.home().join("run/endpoint.json")).expect("endpoint.json"),
-    )
-    .expect("endpoint parses");
-    let token = std::fs::read_to_string(sb.home().join("secrets/http-token")).expect("token");
-    (
-        ep["url"].as_str().expect("url").to_string(),
-        token.trim().to_string(),
-    )
-}
-
 fn run(cmd: &mut Command, what: &str) -> String {
     let out = cmd
         .output()
@@ -52,7 +40,7 @@ fn python_client(args: &[&str]) -> Value {
 fn python_sdk_client_over_stdio_http_and_sse() {
     let sb = Sandbox::new();
     sb.up();
-    let (url, token) = endpoint(&sb);
+    let (url, token) = sb.endpoint();
     let aiops = bin("aiops");
     let home = sb.home().to_str().expect("utf-8 path");
     for (mode, args) in [
@@ -101,7 +89,7 @@ fn tool_names(json_out: &str) -> Vec<String> {
 fn mcp_inspector_cli_over_stdio_http_and_sse() {
     let sb = Sandbox::new();
     sb.up();
-    let (url, token) = endpoint(&sb);
+    let (url, token) = sb.endpoint();
     let auth = format!("Authorization: Bearer {token}");
 
     let out = run(
@@ -176,7 +164,7 @@ fn official_conformance_suite_core_scenarios_pass() {
     use std::io::BufRead;
     let sb = Sandbox::new();
     sb.up();
-    let (url, token) = endpoint(&sb);
+    let (url, token) = sb.endpoint();
     let mut proxy = Command::new("python3")
         .arg(clients_dir().join("auth_proxy.py"))
         .args(["0", &url, &token])

@@ -38,20 +38,8 @@ async fn stdio_client(sb: &Sandbox) -> Client {
         .expect("MCP initialisation over stdio")
 }
 
-fn endpoint(sb: &Sandbox) -> (String, String) {
-    let ep: Value = serde_json::from_slice(
-        &std::fs::read(sb.home().join("run/endpoint.json")).expect("endpoint.json"),
-    )
-    .expect("endpoint.json parses");
-    let token = std::fs::read_to_string(sb.home().join("secrets/http-token")).expect("token");
-    (
-        ep["url"].as_str().expect("url").to_string(),
-        token.trim().to_string(),
-    )
-}
-
 async fn http_client(sb: &Sandbox) -> Client {
-    let (url, token) = endpoint(sb);
+    let (url, token) = sb.endpoint();
     let transport = StreamableHttpClientTransport::from_config(
         rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
             format!("{url}/mcp"),
@@ -244,7 +232,7 @@ async fn streamable_http_serves_tools_and_refuses_bad_input() {
 async fn http_guards_token_origin_and_body_size() {
     let sb = Sandbox::new();
     sb.up();
-    let (url, token) = endpoint(&sb);
+    let (url, token) = sb.endpoint();
     let http = reqwest::Client::new();
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
@@ -302,7 +290,7 @@ async fn http_guards_token_origin_and_body_size() {
 async fn legacy_sse_transport_initialises_and_calls_a_tool() {
     let sb = Sandbox::new();
     sb.up();
-    let (url, token) = endpoint(&sb);
+    let (url, token) = sb.endpoint();
     let http = reqwest::Client::new();
     let resp = http
         .get(format!("{url}/sse"))
