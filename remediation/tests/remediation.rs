@@ -565,11 +565,19 @@ async fn policy_rate_limit_and_approvals() {
 async fn fix(env: &Env, fault: &str) {
     match fault {
         "db_pool_exhaustion" | "long_transaction" => {
-            env.run_ok(
-                "kill_db_sessions",
-                json!({"idle_in_transaction_longer_than_s": 1, "foreign_only": true}),
-            )
-            .await;
+            // 0 s, as the runbooks say: right after the inject the holder may have been
+            // idle for less than a second, and a 1 s filter would miss it.
+            let out = env
+                .run_ok(
+                    "kill_db_sessions",
+                    json!({"idle_in_transaction_longer_than_s": 0, "foreign_only": true}),
+                )
+                .await;
+            assert!(
+                out.after["terminated"].as_u64().unwrap_or(0) >= 1,
+                "{fault}: nothing terminated: {}",
+                out.after
+            );
         }
         "db_auth_failure" => {
             let out = env

@@ -385,6 +385,52 @@ fn the_drill_scores_the_scripted_agent() {
     assert!(dir.join("results.json").is_file());
     assert!(sb.home().join("drills/latest.json").is_file());
     nothing_left(&sb);
+    no_secret_written(&sb);
+}
+
+/// After a drill (faults, fixes, reports, audit, logs), no secret of the sandbox appears
+/// in any file of the state dir outside the places meant to hold it: `secrets/`, the
+/// target's `.env` (and its last-known-good copy), the database's own files.
+fn no_secret_written(sb: &Sandbox) {
+    let secrets: Vec<(String, String)> = std::fs::read_dir(sb.home().join("secrets"))
+        .expect("secrets dir")
+        .flatten()
+        .filter_map(|e| {
+            let v = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
+            (v.len() >= 12).then(|| (e.file_name().to_string_lossy().to_string(), v))
+        })
+        .collect();
+    assert!(secrets.len() >= 4, "{secrets:?}");
+    let mut stack = vec![sb.home().to_path_buf()];
+    let mut scanned = 0;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if matches!(name.as_str(), "secrets" | "pgdata" | "cache")
+                || name.starts_with("target-app.env")
+            {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            scanned += 1;
+            for (secret, value) in &secrets {
+                assert!(
+                    !text.contains(value.as_str()),
+                    "the value of secrets/{secret} is written in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(scanned > 10, "only {scanned} files scanned");
 }
 
 /// `--agent-cmd` scores any agent the same way: the scripted agent run as an external
