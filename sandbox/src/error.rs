@@ -26,6 +26,9 @@ pub enum Error {
     Control(String),
     #[error("invalid state file {path}: {detail}")]
     InvalidState { path: PathBuf, detail: String },
+    /// Bad input from a caller (an agent's diagnosis or report): names the field.
+    #[error("invalid argument `{field}`: {message}")]
+    InvalidArgument { field: String, message: String },
     #[error("{0}")]
     Other(String),
 }

@@ -90,7 +90,38 @@ fn scrub_value(secrets: &[String], v: &Value) -> Value {
     }
 }
 
-/// Record a diagnosis (append + fsync) and return it.
+fn invalid(field: &str, message: String) -> Error {
+    Error::InvalidArgument {
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// Not empty and at most `max` characters.
+fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty".into()));
+    }
+    if value.chars().count() > max {
+        return Err(invalid(field, format!("longer than {max} characters")));
+    }
+    Ok(())
+}
+
+/// At most `max_items` items of at most `max` characters each.
+fn check_list(field: &str, items: &[String], max_items: usize, max: usize) -> Result<()> {
+    if items.len() > max_items || items.iter().any(|i| i.chars().count() > max) {
+        return Err(invalid(
+            field,
+            format!("at most {max_items} items of at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Record a diagnosis (append + fsync) and return it. The limits on each field are
+/// checked here, for every caller (MCP tool, REST route): a bad one is
+/// [`Error::InvalidArgument`] naming it.
 pub fn submit_diagnosis(
     state: &StateDir,
     fault_class: &str,
@@ -100,6 +131,15 @@ pub fn submit_diagnosis(
     confidence: Option<f64>,
     client: &str,
 ) -> Result<Diagnosis> {
+    check_text("fault_class", fault_class, 100)?;
+    check_text("component", component, 100)?;
+    check_text("summary", summary, 2000)?;
+    check_list("evidence", evidence, 20, 1000)?;
+    if let Some(c) = confidence
+        && !(0.0..=1.0).contains(&c)
+    {
+        return Err(invalid("confidence", format!("{c} is outside 0..=1")));
+    }
     let secrets = secret_values(state);
     let d = Diagnosis {
         id: new_id("dg"),
@@ -151,8 +191,19 @@ pub struct ReportInput {
     pub resolved: bool,
 }
 
-/// Store a report as `incidents/{id}.json` and `incidents/{id}.md`.
+/// Store a report as `incidents/{id}.json` and `incidents/{id}.md`, after checking each
+/// field's limits ([`Error::InvalidArgument`] names a bad one).
 pub fn file_report(state: &StateDir, input: ReportInput, client: &str) -> Result<IncidentReport> {
+    check_text("title", &input.title, 200)?;
+    check_text("what_broke", &input.what_broke, 4000)?;
+    check_text("why", &input.why, 4000)?;
+    check_list("what_was_done", &input.what_was_done, 50, 2000)?;
+    check_list("prevention", &input.prevention, 20, 1000)?;
+    for (field, v) in [("before", &input.before), ("after", &input.after)] {
+        if v.to_string().len() > 20_000 {
+            return Err(invalid(field, "keep the figures under 20 KB".into()));
+        }
+    }
     let secrets = secret_values(state);
     let r = IncidentReport {
         id: new_id("inc"),
@@ -272,6 +323,68 @@ pub fn render_markdown(r: &IncidentReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_input_names_the_field_and_stores_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        state.create().unwrap();
+        let field = |r: Result<Diagnosis>| match r {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let long = "x".repeat(2001);
+        let many: Vec<String> = (0..21).map(|i| i.to_string()).collect();
+        assert_eq!(
+            field(submit_diagnosis(
+                &state,
+                " ",
+                "postgres",
+                "s",
+                &[],
+                None,
+                "t"
+            )),
+            "fault_class"
+        );
+        assert_eq!(
+            field(submit_diagnosis(
+                &state,
+                "c",
+                "postgres",
+                &long,
+                &[],
+                None,
+                "t"
+            )),
+            "summary"
+        );
+        assert_eq!(
+            field(submit_diagnosis(
+                &state, "c", "postgres", "s", &many, None, "t"
+            )),
+            "evidence"
+        );
+        assert_eq!(
+            field(submit_diagnosis(
+                &state,
+                "c",
+                "postgres",
+                "s",
+                &[],
+                Some(1.5),
+                "t"
+            )),
+            "confidence"
+        );
+        assert!(diagnoses(&state).is_empty());
+        let r = file_report(&state, ReportInput::default(), "t");
+        assert!(
+            matches!(r, Err(Error::InvalidArgument { ref field, .. }) if field == "title"),
+            "{r:?}"
+        );
+        assert!(reports(&state).is_empty());
+    }
 
     #[test]
     fn reports_are_stored_rendered_and_scrubbed() {

@@ -72,39 +72,15 @@ pub struct ReportReceipt {
     pub path: String,
 }
 
-fn too_long(field: &str, max: usize) -> ErrorData {
-    ErrorData::invalid_params(
-        format!("invalid argument `{field}`: empty or longer than {max} characters"),
-        None,
-    )
-}
-
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), ErrorData> {
-    if value.trim().is_empty() || value.chars().count() > max {
-        Err(too_long(field, max))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_list(
-    field: &str,
-    items: &[String],
-    max_items: usize,
-    max: usize,
-) -> Result<(), ErrorData> {
-    if items.len() > max_items {
-        return Err(ErrorData::invalid_params(
-            format!("invalid argument `{field}`: at most {max_items} items"),
-            None,
-        ));
-    }
-    for i in items {
-        if i.chars().count() > max {
-            return Err(too_long(field, max));
+/// A library error as the tool's answer: bad input is `invalid_params` (naming the
+/// field), anything else an internal error.
+fn store_error(what: &str, e: aiops_sandbox::Error) -> ErrorData {
+    match e {
+        aiops_sandbox::Error::InvalidArgument { .. } => {
+            ErrorData::invalid_params(e.to_string(), None)
         }
+        e => ErrorData::internal_error(format!("cannot store the {what}: {e}"), None),
     }
-    Ok(())
 }
 
 fn client_name(ctx: &RequestContext<RoleServer>) -> String {
@@ -144,18 +120,6 @@ mind; the latest counts. Changes nothing in the system.",
         Parameters(a): Parameters<SubmitDiagnosisArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        check_text("fault_class", &a.fault_class, 100)?;
-        check_text("component", &a.component, 100)?;
-        check_text("summary", &a.summary, 2000)?;
-        check_list("evidence", &a.evidence, 20, 1000)?;
-        if let Some(c) = a.confidence
-            && !(0.0..=1.0).contains(&c)
-        {
-            return Err(ErrorData::invalid_params(
-                format!("invalid argument `confidence`: {c} is outside 0..=1"),
-                None,
-            ));
-        }
         let d = incidents::submit_diagnosis(
             &self.state,
             &a.fault_class,
@@ -165,7 +129,7 @@ mind; the latest counts. Changes nothing in the system.",
             a.confidence,
             &client_name(&ctx),
         )
-        .map_err(|e| ErrorData::internal_error(format!("cannot store the diagnosis: {e}"), None))?;
+        .map_err(|e| store_error("diagnosis", e))?;
         let receipt = DiagnosisReceipt {
             id: d.id.clone(),
             submitted_at: d.submitted_at.to_rfc3339(),
@@ -198,19 +162,6 @@ as the resource `incident://{id}`. Changes nothing in the system.",
         Parameters(a): Parameters<ReportIncidentArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        check_text("title", &a.title, 200)?;
-        check_text("what_broke", &a.what_broke, 4000)?;
-        check_text("why", &a.why, 4000)?;
-        check_list("what_was_done", &a.what_was_done, 50, 2000)?;
-        check_list("prevention", &a.prevention, 20, 1000)?;
-        for (field, v) in [("before", &a.before), ("after", &a.after)] {
-            if v.to_string().len() > 20_000 {
-                return Err(ErrorData::invalid_params(
-                    format!("invalid argument `{field}`: keep the figures under 20 KB"),
-                    None,
-                ));
-            }
-        }
         let r = incidents::file_report(
             &self.state,
             ReportInput {

@@ -117,27 +117,14 @@ pub struct DiagnosisReceipt {
     pub submitted_at: DateTime<Utc>,
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.chars().count() > max {
-        Err(ApiError::invalid(
-            field,
-            format!("invalid argument `{field}`: empty or longer than {max} characters"),
-        ))
-    } else {
-        Ok(())
+/// A library error as an answer: bad input is a 400 naming the field.
+fn store_error(what: &str, e: aiops_sandbox::Error) -> ApiError {
+    match e {
+        aiops_sandbox::Error::InvalidArgument { ref field, .. } => {
+            ApiError::invalid(field.clone(), e.to_string())
+        }
+        e => ApiError::internal(what, e),
     }
-}
-
-fn check_list(field: &str, items: &[String], max_items: usize, max: usize) -> Result<(), ApiError> {
-    if items.len() > max_items || items.iter().any(|i| i.chars().count() > max) {
-        return Err(ApiError::invalid(
-            field,
-            format!(
-                "invalid argument `{field}`: at most {max_items} items of at most {max} characters"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A JSON body into `T`, a 400 naming the field otherwise.
@@ -222,19 +209,6 @@ pub async fn file(
     body: axum::body::Bytes,
 ) -> ApiResult<IncidentView> {
     let a: ReportIncidentBody = json_body(&body)?;
-    check_text("title", &a.title, 200)?;
-    check_text("what_broke", &a.what_broke, 4000)?;
-    check_text("why", &a.why, 4000)?;
-    check_list("what_was_done", &a.what_was_done, 50, 2000)?;
-    check_list("prevention", &a.prevention, 20, 1000)?;
-    for (field, v) in [("before", &a.before), ("after", &a.after)] {
-        if v.to_string().len() > 20_000 {
-            return Err(ApiError::invalid(
-                field,
-                format!("invalid argument `{field}`: keep the figures under 20 KB"),
-            ));
-        }
-    }
     let r = incidents::file_report(
         &st.state,
         ReportInput {
@@ -250,7 +224,7 @@ pub async fn file(
         },
         &caller(&headers).client,
     )
-    .map_err(|e| ApiError::internal("storing the report", e))?;
+    .map_err(|e| store_error("storing the report", e))?;
     Ok(Json(r.into()))
 }
 
@@ -271,18 +245,6 @@ pub async fn diagnose(
     body: axum::body::Bytes,
 ) -> ApiResult<DiagnosisReceipt> {
     let a: DiagnosisBody = json_body(&body)?;
-    check_text("fault_class", &a.fault_class, 100)?;
-    check_text("component", &a.component, 100)?;
-    check_text("summary", &a.summary, 2000)?;
-    check_list("evidence", &a.evidence, 20, 1000)?;
-    if let Some(c) = a.confidence
-        && !(0.0..=1.0).contains(&c)
-    {
-        return Err(ApiError::invalid(
-            "confidence",
-            format!("invalid argument `confidence`: {c} is outside 0..=1"),
-        ));
-    }
     let d = incidents::submit_diagnosis(
         &st.state,
         &a.fault_class,
@@ -292,7 +254,7 @@ pub async fn diagnose(
         a.confidence,
         &caller(&headers).client,
     )
-    .map_err(|e| ApiError::internal("storing the diagnosis", e))?;
+    .map_err(|e| store_error("storing the diagnosis", e))?;
     Ok(Json(DiagnosisReceipt {
         id: d.id,
         submitted_at: d.submitted_at,
