@@ -485,6 +485,8 @@ impl Drill {
     ) -> Result<FaultRecord, String> {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
+            // Whether the inject had ended before this look: then the look is the last.
+            let ended = task.is_finished();
             if let Ok(all) = self.chaos.status().await
                 && let Some(rec) = all.into_iter().find(|r| {
                     r.fault == fault
@@ -494,17 +496,7 @@ impl Drill {
             {
                 return Ok(rec);
             }
-            if task.is_finished() {
-                // Finished without an active record seen: look once more, then give up.
-                if let Ok(all) = self.chaos.status().await
-                    && let Some(rec) = all.into_iter().find(|r| {
-                        r.fault == fault
-                            && r.injected_at >= since
-                            && r.state == aiops_chaos::states::ACTIVE
-                    })
-                {
-                    return Ok(rec);
-                }
+            if ended {
                 return Err(
                     "the inject ended without an active fault (see `aiops chaos status`)".into(),
                 );

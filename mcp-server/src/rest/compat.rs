@@ -610,20 +610,8 @@ fn break_params(query_string: &str, body: &[u8]) -> Result<BreakQuery, ApiError>
         }
         merged.insert(k, v);
     }
-    serde_path_to_error::deserialize(Value::Object(merged)).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            e.inner()
-                .to_string()
-                .split('`')
-                .nth(1)
-                .unwrap_or("body")
-                .to_string()
-        } else {
-            path
-        };
-        ApiError::invalid(field, format!("invalid parameter: {}", e.inner()))
-    })
+    serde_path_to_error::deserialize(Value::Object(merged))
+        .map_err(|e| super::error::from_path_error("parameter", e))
 }
 
 /// The attack record.

@@ -159,3 +159,23 @@ impl From<RemediationError> for ApiError {
 
 /// What every handler returns.
 pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A deserialisation error as a 400 naming the field: the path serde was at, or, for a
+/// missing or unknown field (reported at the root), the name serde quotes in backticks.
+pub fn from_path_error<E: std::fmt::Display>(
+    what: &str,
+    e: serde_path_to_error::Error<E>,
+) -> ApiError {
+    let path = e.path().to_string();
+    let field = if path == "." {
+        e.inner()
+            .to_string()
+            .split('`')
+            .nth(1)
+            .unwrap_or("body")
+            .to_string()
+    } else {
+        path
+    };
+    ApiError::invalid(field, format!("invalid {what}: {}", e.inner()))
+}

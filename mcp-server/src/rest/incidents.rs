@@ -130,21 +130,7 @@ fn store_error(what: &str, e: aiops_sandbox::Error) -> ApiError {
 /// A JSON body into `T`, a 400 naming the field otherwise.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            // serde names a missing or unknown field in its message, between backticks.
-            e.inner()
-                .to_string()
-                .split('`')
-                .nth(1)
-                .unwrap_or("body")
-                .to_string()
-        } else {
-            path
-        };
-        ApiError::invalid(field, format!("invalid body: {}", e.inner()))
-    })
+    serde_path_to_error::deserialize(&mut de).map_err(|e| super::error::from_path_error("body", e))
 }
 
 /// Incident reports, newest first.
