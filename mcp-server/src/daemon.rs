@@ -72,6 +72,10 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         events: events.clone(),
         chaos: chaos.clone(),
         allow_chaos: args.allow_chaos,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("building the HTTP client")?,
     };
     let compat = crate::rest::compat::listen(&state, &args.compat, &rest).await?;
     let mcp_runtime = dyn_rt.clone();

@@ -28,7 +28,7 @@ pub struct Diagnosis {
     pub client: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IncidentReport {
     pub id: String,
     pub created_at: DateTime<Utc>,

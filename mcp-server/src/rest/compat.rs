@@ -917,7 +917,8 @@ pub async fn restart_target_db(
 /// The target's pool status (`/api/v1/pool/status`), as the target reports it.
 async fn pool_status(st: &RestState) -> Option<Value> {
     let url = st.runtime.topology().await.ok()?.target_url()?;
-    let resp = reqwest::Client::new()
+    let resp = st
+        .http
         .get(format!("{url}/api/v1/pool/status"))
         .timeout(Duration::from_secs(2))
         .send()

@@ -2,7 +2,7 @@
 //! `submit_diagnosis` and `report_incident` and the `incident://{id}` resources use it.
 //! Free text is scrubbed of secret values by the library.
 
-use aiops_sandbox::incidents::{self, IncidentReport, ReportInput};
+use aiops_sandbox::incidents::{self, ReportInput};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -16,42 +16,8 @@ use super::openapi::doc;
 use super::query::{NoQuery, SchemaQuery};
 use super::{RestState, caller};
 
-/// An incident report as filed.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct IncidentView {
-    pub id: String,
-    pub created_at: DateTime<Utc>,
-    pub title: String,
-    pub what_broke: String,
-    pub what_was_done: Vec<String>,
-    pub why: String,
-    pub prevention: Vec<String>,
-    pub before: Value,
-    pub after: Value,
-    pub diagnosis_id: Option<String>,
-    pub resolved: bool,
-    /// Who filed it.
-    pub client: String,
-}
-
-impl From<IncidentReport> for IncidentView {
-    fn from(r: IncidentReport) -> Self {
-        Self {
-            id: r.id,
-            created_at: r.created_at,
-            title: r.title,
-            what_broke: r.what_broke,
-            what_was_done: r.what_was_done,
-            why: r.why,
-            prevention: r.prevention,
-            before: r.before,
-            after: r.after,
-            diagnosis_id: r.diagnosis_id,
-            resolved: r.resolved,
-            client: r.client,
-        }
-    }
-}
+/// An incident report as filed (the library's own type).
+pub use aiops_sandbox::incidents::IncidentReport as IncidentView;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct IncidentList {
@@ -147,7 +113,6 @@ pub async fn list(
         incidents: incidents::reports(&st.state)
             .into_iter()
             .take(200)
-            .map(IncidentView::from)
             .collect(),
     }))
 }
@@ -165,10 +130,7 @@ pub async fn get(
     SchemaQuery(_): SchemaQuery<NoQuery>,
 ) -> ApiResult<IncidentDocument> {
     match incidents::report(&st.state, &id) {
-        Some((report, markdown)) => Ok(Json(IncidentDocument {
-            report: report.into(),
-            markdown,
-        })),
+        Some((report, markdown)) => Ok(Json(IncidentDocument { report, markdown })),
         None => Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "unknown_incident",
@@ -211,7 +173,7 @@ pub async fn file(
         &caller(&headers).client,
     )
     .map_err(|e| store_error("storing the report", e))?;
-    Ok(Json(r.into()))
+    Ok(Json(r))
 }
 
 /// State a diagnosis.

@@ -47,6 +47,8 @@ pub struct RestState {
     pub chaos: ChaosEngine,
     /// `--allow-chaos`: without it the chaos routes answer 403.
     pub allow_chaos: bool,
+    /// For the few direct calls to the target (built once; no proxy: loopback only).
+    pub http: reqwest::Client,
 }
 
 impl RestState {
