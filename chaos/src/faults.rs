@@ -105,15 +105,14 @@ const ID_TABLES: &[&str] = &["products", "users", "orders", "order_items", "jobs
 /// The file that fills the cache volume: looks like junk a crashed export left behind.
 const DISK_FILLER: &str = ".export-spool.tmp";
 
-/// Is `path` a mount point (a line of /proc/self/mountinfo names it)?
-fn is_mount_point(path: &std::path::Path) -> bool {
-    let want = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| {
-            t.lines()
-                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        })
-        .unwrap_or(false)
+/// Is the fault's volume (a tmpfs named `aiops-cache`) the topmost mount at `path`? On
+/// the Docker runtime the cache dir is itself a (shared) bind mount, so "a mount point"
+/// is not enough.
+fn has_fault_volume(path: &std::path::Path) -> bool {
+    aiops_sandbox::procinfo::mounts()
+        .into_iter()
+        .rfind(|(point, _, _)| point == path)
+        .is_some_and(|(_, fstype, source)| fstype == "tmpfs" && source == "aiops-cache")
 }
 
 pub(crate) struct Spec {
@@ -1268,7 +1267,7 @@ pub(crate) async fn apply(
         }
         DiskFull => {
             let cache = ctx.state.cache_dir();
-            if !is_mount_point(&cache) {
+            if !has_fault_volume(&cache) {
                 let out = tokio::process::Command::new("mount")
                     .args(["-t", "tmpfs", "-o"])
                     .arg(format!("size={}m,mode=0755", p.int("size_mb")))
@@ -1477,14 +1476,14 @@ pub(crate) async fn revert(
         }
         DiskFull => {
             let cache = ctx.state.cache_dir();
-            if is_mount_point(&cache) {
+            if has_fault_volume(&cache) {
                 let out = tokio::process::Command::new("umount")
                     .arg("-l")
                     .arg(&cache)
                     .output()
                     .await
                     .map_err(|e| format!("run umount: {e}"))?;
-                if !out.status.success() && is_mount_point(&cache) {
+                if !out.status.success() && has_fault_volume(&cache) {
                     return Err(format!(
                         "umount {}: {}",
                         cache.display(),
@@ -2147,7 +2146,7 @@ pub(crate) async fn leftovers(ctx: &Ctx) -> Vec<String> {
         }
         Err(e) => found.push(format!("cannot check the database: {e}")),
     }
-    if is_mount_point(&ctx.state.cache_dir()) {
+    if has_fault_volume(&ctx.state.cache_dir()) {
         found.push(format!(
             "a file system is still mounted over {}",
             ctx.state.cache_dir().display()

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use aiops_sandbox::config::RuntimeKind;
 use clap::{Args, Parser, Subcommand};
 
 /// Run a sandboxed mini-production system that AI agents can observe, break and fix.
@@ -58,6 +59,12 @@ pub enum Command {
     Agent(AgentArgs),
     /// Score an agent on real faults: inject, let it fix them in exam mode, check, revert.
     Drill(DrillArgs),
+    /// Local Docker images for the Docker runtime, built from this machine's files.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Print the variables `docker compose -f compose/docker-compose.yml` needs for this
+    /// state dir (prepares the state dir for the Docker runtime first).
+    ComposeEnv(ComposeEnvArgs),
     /// Run the sandbox daemon in this process (what `aiops up` starts in the background).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -74,6 +81,11 @@ pub struct UpArgs {
     /// Let the kernel choose every service port instead of 8000, 55432, ... (tests).
     #[arg(long, env = "AIOPS_RANDOM_PORTS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub random_ports: bool,
+    /// Runtime: `process` (local processes, the default) or `docker` (containers through
+    /// the Docker engine; images are built locally when missing). Remembered by the state
+    /// dir; also `[sandbox] runtime` in aiops.toml.
+    #[arg(long, value_parser = parse_runtime)]
+    pub runtime: Option<RuntimeKind>,
     /// How long to wait for every service to become healthy, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -106,10 +118,37 @@ pub struct DaemonArgs {
     pub http: SocketAddr,
     #[arg(long)]
     pub random_ports: bool,
+    #[arg(long, value_parser = parse_runtime)]
+    pub runtime: Option<RuntimeKind>,
     #[arg(long)]
     pub allow_chaos: bool,
     #[command(flatten)]
     pub compat: CompatArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Build aiops-target-app:local and aiops-postgres:local without a registry: root
+    /// file systems from this machine's target-app and PostgreSQL binaries and their
+    /// libraries, imported into the engine. Skips an image whose inputs did not change.
+    Build(ImagesBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesBuildArgs {
+    /// Rebuild even when the inputs did not change.
+    #[arg(long)]
+    pub force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeEnvArgs {
+    /// Let the kernel choose every service port (only when the state dir is new).
+    #[arg(long)]
+    pub random_ports: bool,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +221,11 @@ pub struct ServeArgs {
     /// Start the sandbox first if it is not running (as `aiops up` would).
     #[arg(long)]
     pub up: bool,
+    /// Start the sandbox on this runtime when it is not running (implies --up). With
+    /// `docker`, containers that `docker compose -f compose/docker-compose.yml up` made
+    /// for this state dir are adopted.
+    #[arg(long, value_parser = parse_runtime)]
+    pub runtime: Option<RuntimeKind>,
     /// Also expose the chaos tools (inject, status, stop faults) to the MCP client.
     #[arg(long)]
     pub allow_chaos: bool,
@@ -425,4 +469,8 @@ pub struct DrillArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_runtime(s: &str) -> Result<RuntimeKind, String> {
+    RuntimeKind::parse(s).map_err(|e| e.to_string())
 }

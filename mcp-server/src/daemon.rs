@@ -1,4 +1,5 @@
-//! The sandbox daemon: owns the process supervisor and the HTTP listener.
+//! The sandbox daemon: owns the runtime (the process supervisor, or the Docker runtime)
+//! and the HTTP listener.
 //!
 //! `aiops up` starts it in the background (or runs it in the foreground); it prepares the
 //! sandbox, reaps whatever a previous daemon left behind, starts every service, serves the
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use aiops_chaos::ChaosEngine;
 use aiops_observe::Observer;
 use aiops_sandbox::control::{self, Endpoint};
+use aiops_sandbox::docker::DockerRuntime;
 use aiops_sandbox::prepare::{PrepareOptions, prepare};
+use aiops_sandbox::runtime::Lifecycle;
 use aiops_sandbox::secrets::{self, names as secret};
 use aiops_sandbox::supervisor::ProcessRuntime;
 use aiops_sandbox::{Runtime, StateDir};
@@ -26,6 +29,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         &state,
         &PrepareOptions {
             random_ports: args.random_ports,
+            runtime: args.runtime,
         },
     )
     .context("preparing the sandbox")?;
@@ -43,7 +47,14 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
     let exam_token = secrets::get_or_create(&state, secret::EXAM_TOKEN, 32)?;
     std::fs::write(state.daemon_pid_file(), std::process::id().to_string())?;
 
-    let runtime = ProcessRuntime::new(prepared);
+    let runtime: Arc<dyn Lifecycle> = match prepared.topology.runtime.as_str() {
+        "docker" => Arc::new(
+            DockerRuntime::new(prepared)
+                .await
+                .context("starting the Docker runtime")?,
+        ),
+        _ => Arc::new(ProcessRuntime::new(prepared)),
+    };
     let reaped = runtime.reap_leftovers().await;
     if reaped > 0 {
         tracing::warn!(
@@ -54,17 +65,17 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
 
     let stop = Arc::new(Notify::new());
     let stop_for_api = stop.clone();
-    let dyn_rt: Arc<dyn Runtime> = Arc::new(runtime.clone());
+    let dyn_rt: Arc<dyn Runtime> = runtime.clone();
     let observer = Observer::new(state.clone(), dyn_rt.clone());
     observer.start_sampler();
-    let chaos = ChaosEngine::new(state.clone(), dyn_rt.clone(), runtime.events().clone());
+    let chaos = ChaosEngine::new(state.clone(), dyn_rt.clone(), runtime.events());
     let cancel = CancellationToken::new();
     let options = ServerOptions {
         allow_chaos: args.allow_chaos,
         read_only: false,
         exam: false,
     };
-    let events = runtime.events().clone();
+    let events = runtime.events();
     let rest = crate::rest::RestState {
         observer: observer.clone(),
         state: state.clone(),
@@ -143,7 +154,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         let runtime = runtime.clone();
         let chaos = chaos.clone();
         tokio::spawn(async move {
-            if let Err(error) = start(&runtime, &chaos).await {
+            if let Err(error) = start(runtime.as_ref(), &chaos).await {
                 tracing::error!(message = "Sandbox start failed.", %error);
                 runtime
                     .events()
@@ -180,7 +191,7 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
 /// PostgreSQL first; then revert whatever faults a previous daemon left active (some need
 /// the database, and a corrupted .env must be restored before the target starts); then
 /// the rest; then leases start expiring.
-async fn start(runtime: &ProcessRuntime, chaos: &ChaosEngine) -> anyhow::Result<()> {
+async fn start(runtime: &dyn Lifecycle, chaos: &ChaosEngine) -> anyhow::Result<()> {
     runtime.start_database().await?;
     match chaos.reap().await {
         Ok(reaped) if !reaped.is_empty() => tracing::warn!(

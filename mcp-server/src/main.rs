@@ -8,6 +8,7 @@ mod bench;
 mod chaos_cmds;
 mod cli;
 mod daemon;
+mod docker_cmds;
 mod drill_cmds;
 mod http;
 mod load;
@@ -53,6 +54,10 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Kill(args) => service_cmds::kill(&state, args).await,
             Load(args) => load::run(&state, args).await,
             Serve(args) => serve::serve(&state, args).await,
+            Images(cli::ImagesCommand::Build(args)) => {
+                docker_cmds::build_images(&state, args).await
+            }
+            ComposeEnv(args) => docker_cmds::compose_env(&state, args),
             McpConfig => serve::mcp_config(&state),
             Bench(args) => bench::run(&state, args).await,
             Chaos(args) => chaos_cmds::run(&state, args).await,

@@ -18,8 +18,8 @@ use crate::mcp::{AiopsServer, ServerOptions};
 pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // stdout may carry the protocol: every log goes to stderr.
     crate::daemon::init_tracing();
-    if args.up && crate::up_down::running_daemon(state).is_none() {
-        start_sandbox(state).await?;
+    if (args.up || args.runtime.is_some()) && crate::up_down::running_daemon(state).is_none() {
+        start_sandbox(state, args.runtime).await?;
     }
     let runtime: Arc<dyn Runtime> = Arc::new(DaemonRuntime::new(state.clone()));
     let observer = Observer::new(state.clone(), runtime.clone());
@@ -79,9 +79,16 @@ pub async fn serve(state: &StateDir, args: ServeArgs) -> anyhow::Result<ExitCode
 }
 
 /// Run `aiops up` as a child whose output goes to our stderr (stdout is the protocol).
-async fn start_sandbox(state: &StateDir) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("up")
+async fn start_sandbox(
+    state: &StateDir,
+    runtime: Option<aiops_sandbox::config::RuntimeKind>,
+) -> anyhow::Result<()> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.arg("up");
+    if let Some(r) = runtime {
+        cmd.arg("--runtime").arg(r.as_str());
+    }
+    let status = cmd
         .env("AIOPS_HOME", state.root())
         .stdin(Stdio::null())
         .stdout(std::io::stderr())

@@ -27,6 +27,7 @@ pub async fn up(state: &StateDir, args: UpArgs) -> anyhow::Result<ExitCode> {
             DaemonArgs {
                 http: args.http,
                 random_ports: args.random_ports,
+                runtime: args.runtime,
                 allow_chaos: args.allow_chaos,
                 compat: args.compat.clone(),
             },
@@ -61,6 +62,9 @@ pub async fn up(state: &StateDir, args: UpArgs) -> anyhow::Result<ExitCode> {
         .stderr(Stdio::from(log));
     if args.random_ports {
         cmd.arg("--random-ports");
+    }
+    if let Some(runtime) = args.runtime {
+        cmd.arg("--runtime").arg(runtime.as_str());
     }
     if args.allow_chaos {
         cmd.arg("--allow-chaos");
@@ -239,6 +243,17 @@ pub async fn down(state: &StateDir, args: DownArgs) -> anyhow::Result<ExitCode> 
         }
         for pid in procinfo::sandbox_processes(state.root()) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+    // On the Docker runtime, containers a SIGKILLed daemon left (their restart policy
+    // would bring back any process killed above).
+    if let Ok(Some(topology)) = aiops_sandbox::topology::Topology::load(state)
+        && topology.runtime == "docker"
+    {
+        match crate::docker_cmds::remove_containers(state).await {
+            Ok(0) => {}
+            Ok(n) => notes.push(format!("removed {n} leftover container(s)")),
+            Err(e) => notes.push(format!("cannot clean up containers: {e}")),
         }
     }
     let _ = std::fs::remove_file(state.endpoint_file());

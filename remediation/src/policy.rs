@@ -90,6 +90,9 @@ pub struct Policy {
 struct PolicyFile {
     #[serde(default)]
     policy: Policy,
+    /// Read by aiops-sandbox (`[sandbox]`: runtime, service limits); checked there.
+    #[serde(default, rename = "sandbox")]
+    _sandbox: Option<toml::Value>,
 }
 
 impl Policy {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::config::{RuntimeKind, SandboxConfig};
 use crate::envfile::EnvFile;
 use crate::error::{Error, Result};
 use crate::paths::StateDir;
@@ -25,19 +26,34 @@ pub struct PrepareOptions {
     /// Ignore the preferred ports (8000, 55432, ...) and let the kernel choose; for tests
     /// that run several sandboxes side by side. Also set by `AIOPS_RANDOM_PORTS=1`.
     pub random_ports: bool,
+    /// The runtime asked for on the command line; else `[sandbox] runtime` of
+    /// `aiops.toml`, else the one this state dir last ran with, else `process`.
+    pub runtime: Option<RuntimeKind>,
 }
 
 pub fn prepare(state: &StateDir, opts: &PrepareOptions) -> Result<Prepared> {
     state.create()?;
     let random = opts.random_ports || std::env::var("AIOPS_RANDOM_PORTS").is_ok_and(|v| v == "1");
-    let topology = match Topology::load(state)? {
-        Some(t) => t,
-        None => {
-            let t = Topology::build(state, Ports::allocate(random)?);
-            t.save(state)?;
-            t
-        }
+    let config = SandboxConfig::load(state)?;
+    let (mut topology, fresh) = match Topology::load(state)? {
+        Some(t) => (t, false),
+        None => (Topology::build(state, Ports::allocate(random)?), true),
     };
+    let runtime = opts
+        .runtime
+        .or(config.runtime)
+        .or_else(|| {
+            (!fresh)
+                .then(|| RuntimeKind::parse(&topology.runtime).ok())
+                .flatten()
+        })
+        .unwrap_or_default();
+    let before = serde_json::to_string(&topology).unwrap_or_default();
+    topology.apply_runtime_defaults(runtime);
+    config.apply(&mut topology)?;
+    if fresh || serde_json::to_string(&topology).unwrap_or_default() != before {
+        topology.save(state)?;
+    }
     let admin_password = secrets::get_or_create(state, secret::PG_ADMIN_PASSWORD, 24)?;
     let cluster = Cluster {
         bins: PgBins::discover()?,

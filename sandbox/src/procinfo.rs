@@ -114,3 +114,25 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Every mount point of this process's mount namespace (field 5 of
+/// `/proc/self/mountinfo`), in mount order.
+pub fn mount_points() -> Vec<std::path::PathBuf> {
+    mounts().into_iter().map(|(point, _, _)| point).collect()
+}
+
+/// Every mount as (mount point, file system type, source), in mount order.
+pub fn mounts() -> Vec<(std::path::PathBuf, String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let point = l.split(' ').nth(4)?;
+            // After the " - " separator: fs type, source, super options.
+            let (_, tail) = l.split_once(" - ")?;
+            let mut t = tail.split(' ');
+            let fstype = t.next()?.to_string();
+            let source = t.next().unwrap_or_default().to_string();
+            Some((std::path::PathBuf::from(point), fstype, source))
+        })
+        .collect()
+}

@@ -207,3 +207,58 @@ pub trait Runtime: Send + Sync {
     /// The last `tail` lines of the service's main log.
     async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>>;
 }
+
+/// What the daemon needs of the runtime it owns, beyond [`Runtime`]: the lifecycle of the
+/// whole sandbox. Implemented by the process supervisor and the Docker runtime; other
+/// processes only ever see [`Runtime`] (through the control API).
+#[async_trait::async_trait]
+pub trait Lifecycle: Runtime {
+    /// The sandbox timeline this runtime records service events on.
+    fn events(&self) -> std::sync::Arc<crate::events::EventLog>;
+    /// Remove whatever a previous daemon left running for this sandbox; how many.
+    async fn reap_leftovers(&self) -> usize;
+    /// PostgreSQL, healthy, with the app role and database in place.
+    async fn start_database(&self) -> Result<()>;
+    /// Every service but PostgreSQL, in dependency order.
+    async fn start_services(&self) -> Result<()>;
+    /// Stop everything, dependants first, and leave nothing of the sandbox running.
+    async fn shutdown_all(&self);
+}
+
+#[async_trait::async_trait]
+impl Lifecycle for crate::supervisor::ProcessRuntime {
+    fn events(&self) -> std::sync::Arc<crate::events::EventLog> {
+        crate::supervisor::ProcessRuntime::events(self).clone()
+    }
+    async fn reap_leftovers(&self) -> usize {
+        crate::supervisor::ProcessRuntime::reap_leftovers(self).await
+    }
+    async fn start_database(&self) -> Result<()> {
+        crate::supervisor::ProcessRuntime::start_database(self).await
+    }
+    async fn start_services(&self) -> Result<()> {
+        crate::supervisor::ProcessRuntime::start_services(self).await
+    }
+    async fn shutdown_all(&self) {
+        crate::supervisor::ProcessRuntime::shutdown_all(self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Lifecycle for crate::docker::DockerRuntime {
+    fn events(&self) -> std::sync::Arc<crate::events::EventLog> {
+        crate::docker::DockerRuntime::events(self).clone()
+    }
+    async fn reap_leftovers(&self) -> usize {
+        crate::docker::DockerRuntime::reap_leftovers(self).await
+    }
+    async fn start_database(&self) -> Result<()> {
+        crate::docker::DockerRuntime::start_database(self).await
+    }
+    async fn start_services(&self) -> Result<()> {
+        crate::docker::DockerRuntime::start_services(self).await
+    }
+    async fn shutdown_all(&self) {
+        crate::docker::DockerRuntime::shutdown_all(self).await
+    }
+}

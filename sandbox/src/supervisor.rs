@@ -77,7 +77,7 @@ struct Shared {
     events: Arc<EventLog>,
     slots: Mutex<BTreeMap<String, Slot>>,
     changed: Notify,
-    http: reqwest::Client,
+    prober: crate::health::Prober,
     cpu: Mutex<HashMap<String, CpuSample>>,
 }
 
@@ -117,13 +117,10 @@ impl ProcessRuntime {
             .collect();
         let shared = Arc::new(Shared {
             events: Arc::new(EventLog::open(&prepared.state.events_file())),
+            prober: crate::health::Prober::new(prepared.clone()),
             prepared,
             slots: Mutex::new(slots),
             changed: Notify::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("HTTP client builds"),
             cpu: Mutex::new(HashMap::new()),
         });
         let rt = Self { shared };
@@ -697,118 +694,23 @@ impl ProcessRuntime {
                 );
             }
             if after == HealthStatus::Healthy && name == svc::TARGET_APP {
-                self.remember_good_config();
+                crate::health::remember_good_config(
+                    &self.shared.prepared.state,
+                    &self.shared.events,
+                );
             }
             self.shared.changed.notify_one();
         }
     }
 
-    /// The target is healthy with the current `.env`: keep it as last-known-good.
-    fn remember_good_config(&self) {
-        let state = &self.shared.prepared.state;
-        let Ok(current) = std::fs::read(state.env_file()) else {
-            return;
-        };
-        if std::fs::read(state.env_last_known_good()).ok().as_deref() == Some(&current[..]) {
-            return;
-        }
-        match write_atomic(&state.env_last_known_good(), &current, 0o600) {
-            Ok(()) => self.shared.events.record(
-                "config_last_known_good",
-                Some(svc::TARGET_APP),
-                "target healthy with the current .env; saved as last-known-good",
-            ),
-            Err(error) => tracing::warn!(message = "Cannot save last-known-good config.", %error),
-        }
-    }
-
     async fn probe(&self, spec: &ServiceSpec) -> Health {
-        let started = Instant::now();
-        let result: std::result::Result<(), String> = match spec.kind {
-            ServiceKind::Postgres => self.probe_postgres().await,
-            ServiceKind::Worker => {
-                // The worker has no listener; alive for a moment means it got past start-up.
-                let up_for = self
-                    .lock()
-                    .get(&spec.name)
-                    .and_then(|s| s.started_instant)
-                    .map(|t| t.elapsed())
-                    .unwrap_or_default();
-                if up_for >= Duration::from_millis(500) {
-                    Ok(())
-                } else {
-                    Err("starting".into())
-                }
-            }
-            ServiceKind::TargetApp | ServiceKind::Upstream => match &spec.health_url {
-                Some(url) => match self.shared.http.get(url).send().await {
-                    Ok(resp) if resp.status().is_success() => Ok(()),
-                    Ok(resp) => {
-                        let code = resp.status();
-                        let body = resp.text().await.unwrap_or_default();
-                        Err(format!("{url} answered {code}: {}", truncate(&body, 300)))
-                    }
-                    Err(e) => Err(format!("{url}: {}", describe_reqwest(&e))),
-                },
-                None => Ok(()),
-            },
-        };
-        let latency = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(()) => Health {
-                status: HealthStatus::Healthy,
-                detail: String::new(),
-                checked_at: Some(Utc::now()),
-                latency_ms: Some(latency),
-            },
-            Err(detail) => Health {
-                status: HealthStatus::Unhealthy,
-                detail,
-                checked_at: Some(Utc::now()),
-                latency_ms: Some(latency),
-            },
-        }
-    }
-
-    async fn probe_postgres(&self) -> std::result::Result<(), String> {
-        use sqlx::Connection;
-        let p = &self.shared.prepared;
-        let pw = secrets::get_or_create(&p.state, secret::PG_ADMIN_PASSWORD, 24)
-            .map_err(|e| e.to_string())?;
-        let opts = p
-            .cluster
-            .connect_options(&p.cluster.admin_user, &pw, "postgres")
-            .application_name("aiops-probe");
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::postgres::PgConnection::connect_with(&opts),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(format!("connect failed: {e}")),
-            Err(_) => Err("connect timed out after 2 s".into()),
-        }
-    }
-}
-
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "connection refused".into()
-    } else {
-        e.to_string()
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
+        let up_for = self
+            .lock()
+            .get(&spec.name)
+            .and_then(|s| s.started_instant)
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        self.shared.prober.probe(spec, up_for).await
     }
 }
 

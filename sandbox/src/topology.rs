@@ -241,6 +241,25 @@ impl Topology {
         }
     }
 
+    /// Set the runtime and its defaults: on Docker every service gets a memory limit (the
+    /// container's; crossing it is an OOM kill), on local processes none (nothing would
+    /// enforce it). Restart policies go back to the default; `aiops.toml` may then
+    /// override both ([`crate::config::SandboxConfig::apply`]).
+    pub fn apply_runtime_defaults(&mut self, runtime: crate::config::RuntimeKind) {
+        use crate::config::RuntimeKind;
+        self.runtime = runtime.as_str().to_string();
+        for s in &mut self.services {
+            s.restart = RestartPolicy::default();
+            s.memory_limit_mb = match (runtime, s.kind) {
+                (RuntimeKind::Process, _) => None,
+                (RuntimeKind::Docker, ServiceKind::Postgres) => Some(512),
+                (RuntimeKind::Docker, ServiceKind::TargetApp) => Some(256),
+                (RuntimeKind::Docker, ServiceKind::Worker) => Some(128),
+                (RuntimeKind::Docker, ServiceKind::Upstream) => Some(64),
+            };
+        }
+    }
+
     pub fn load(state: &StateDir) -> Result<Option<Self>> {
         let path = state.topology_file();
         match std::fs::read(&path) {
