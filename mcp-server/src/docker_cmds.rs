@@ -132,7 +132,8 @@ pub fn compose_env(state: &StateDir, args: ComposeEnvArgs) -> anyhow::Result<Exi
     println!("Wrote {} (mode 0600).", path.display());
     println!("Next:");
     println!(
-        "  docker compose --env-file {} -f compose/docker-compose.yml up -d",
+        "  docker compose -p aiops-{} --env-file {} -f compose/docker-compose.yml up -d",
+        docker::project_id(state.root()),
         path.display()
     );
     println!("  AIOPS_HOME={root} aiops serve --stdio --runtime docker");

@@ -44,6 +44,15 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise: a container healthcheck
+    /// (images built from scratch have no curl).
+    Probe {
+        /// e.g. http://127.0.0.1:8000/readyz
+        url: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 /// Loads the configuration or reports it as `CONFIG_INVALID` and returns exit code 78.
@@ -66,6 +75,7 @@ fn failed(error: &dyn std::error::Error) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Probe { url, timeout_ms } => probe(&url, timeout_ms).await,
         Command::Serve { env_file } => {
             let config = match load_config(&env_file, "target-app.log") {
                 Ok(c) => c,
@@ -98,6 +108,31 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => failed(&e),
             }
+        }
+    }
+}
+
+async fn probe(url: &str, timeout_ms: u64) -> ExitCode {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .no_proxy()
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("probe: {url} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("probe: {url}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -32,7 +32,7 @@ pub const POSTGRES_IMAGE: &str = "aiops-postgres:local";
 /// Where `target-app` lives inside its image.
 pub const TARGET_APP_PATH: &str = "/usr/local/bin/target-app";
 /// Bumped when the way images are assembled changes, so old ones are rebuilt.
-const FORMAT: &str = "1";
+const FORMAT: &str = "2";
 const CONTENT_LABEL: &str = "io.aiops.content";
 
 /// What [`ensure`] did for one image.
@@ -278,6 +278,13 @@ fn postgres_fs(bins: &PgBins, owner: Option<(u32, u32)>) -> Result<RootFs> {
     // /usr/lib/postgresql/15/bin/postgres → /usr/lib/postgresql/15: lib/ holds the
     // modules the server loads (plpgsql, the text-search dictionaries).
     let bin_dir = server.parent().unwrap_or(Path::new("/"));
+    // For healthchecks (compose's runs it inside the container).
+    let isready = bin_dir.join("pg_isready");
+    if isready.is_file() {
+        fs.copy_with_libs(&isready)?;
+        // Debian's PATH entry for it.
+        fs.copy(&isready, "/usr/bin/pg_isready");
+    }
     if let Some(root) = bin_dir.parent() {
         let lib = root.join("lib");
         if lib.is_dir() {
