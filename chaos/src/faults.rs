@@ -421,8 +421,8 @@ impl Kind {
                 component: "config",
                 description: "Points LISTEN_ADDR in the target's .env at a port already in use \
                     (PostgreSQL's) and restarts the target: it exits 1 (FATAL, address in use) \
-                    at every start, the supervisor restarts it with backoff and marks it \
-                    failed after 5 restarts in 60 s. Revert: restore the .env, start it, wait \
+                    at every start, the supervisor (on Docker, the container's restart \
+                    policy) restarts it with backoff and marks it failed after 5 restarts. Revert: restore the .env, start it, wait \
                     until healthy.",
                 ttl_s: 300,
                 params: &[],
@@ -466,8 +466,10 @@ impl Kind {
                 component: "target-app",
                 description: "Sets the target's failpoint process.memory_grow = grow(mb_per_s): \
                     the process allocates and touches that much memory every second (capped \
-                    at 8 GiB by the target). The leak is real; an OOM kill is not: the process \
-                    runtime sets no memory limit. Revert: remove the failpoint (memory freed).",
+                    at 8 GiB by the target). The leak is real. On the process runtime nothing \
+                    stops it (no memory limit); on the Docker runtime the kernel OOM-kills the \
+                    container at its memory limit and the restart policy restarts it. Revert: \
+                    remove the failpoint (memory freed).",
                 ttl_s: 120,
                 params: {
                     const P: &[ParamSpec] =

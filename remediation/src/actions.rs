@@ -318,7 +318,7 @@ const DEFS: &[Def] = &[
     def(
         "scale_service",
         "Scale a service",
-        "Changes the number of instances of a service. Not supported on the process runtime (one instance per service): always refused there.",
+        "Changes the number of instances of a service. Not supported on either runtime (process or docker): each service is one process or container bound to fixed loopback ports, so it is always refused with that reason.",
         &[
             p("service", SERVICE_TY, true, None, "The service."),
             p(

@@ -181,11 +181,16 @@ fn docker_sandbox_comes_up_restarts_and_goes_down_with_no_container_left() {
         after["restarts"].as_u64() > before["restarts"].as_u64(),
         "{after:#}"
     );
-    let (code, body) = aiops_tests::get_json(&format!("{}/api/v1/products?limit=1", sb.target_url()));
+    let (code, body) =
+        aiops_tests::get_json(&format!("{}/api/v1/products?limit=1", sb.target_url()));
     assert_eq!(code, 200, "{body}");
 
     let out = sb.aiops_ok(&["down"]);
-    assert!(containers(&sb).is_empty(), "containers left: {}", describe(&out));
+    assert!(
+        containers(&sb).is_empty(),
+        "containers left: {}",
+        describe(&out)
+    );
     assert!(sb.processes().is_empty(), "processes left after down");
 }
 
@@ -203,12 +208,9 @@ async fn memory_leak_on_docker_is_an_oom_kill_and_the_agent_restores_service() {
         "5m",
     ]);
     // 256 MiB limit at 50 MiB/s: the kernel kills it within seconds.
-    sb.wait_service(
-        "target-app",
-        Duration::from_secs(60),
-        "OOM-killed",
-        |s| s["last_exit"]["oom_killed"] == true,
-    );
+    sb.wait_service("target-app", Duration::from_secs(60), "OOM-killed", |s| {
+        s["last_exit"]["oom_killed"] == true
+    });
     let client = stdio(&sb).await;
     let status = call(&client, "sandbox_status", json!({})).await;
     let target = service_view(&status, "target-app");
@@ -328,7 +330,12 @@ fn the_scripted_agent_passes_a_drill_on_docker() {
     let results = v["results"].as_array().expect("results");
     assert_eq!(results.len(), 6, "{v:#}");
     for r in results {
-        assert_eq!(r["success"], true, "trial failed: {r:#}\n{}", sb.log_tails());
+        assert_eq!(
+            r["success"],
+            true,
+            "trial failed: {r:#}\n{}",
+            sb.log_tails()
+        );
         assert!(r["leftovers"].as_array().unwrap().is_empty(), "{r:#}");
         if r["fault"] != "noop" {
             assert_eq!(r["diagnosis_correct"], true, "{r:#}");
@@ -361,7 +368,8 @@ struct ComposeProject {
 
 impl ComposeProject {
     fn new(sb: &Sandbox) -> Self {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/docker-compose.yml");
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/docker-compose.yml");
         Self {
             args: vec![
                 "-p".into(),

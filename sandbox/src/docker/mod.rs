@@ -900,7 +900,7 @@ impl DockerRuntime {
         let Some(service) = attrs.get(labels::SERVICE).cloned() else {
             return;
         };
-        let Ok(spec) = self.spec(&service).map(Clone::clone) else {
+        let Ok(spec) = self.spec(&service).cloned() else {
             return;
         };
         match action.as_str() {
