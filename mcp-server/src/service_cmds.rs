@@ -45,8 +45,14 @@ pub async fn status(state: &StateDir, args: StatusArgs) -> anyhow::Result<ExitCo
             None => (Vec::new(), "none"),
         },
     };
+    let runtime = aiops_sandbox::topology::Topology::load(state)
+        .ok()
+        .flatten()
+        .map(|t| t.runtime)
+        .unwrap_or_else(|| "process".into());
     if args.json {
         let out = json!({
+            "runtime": runtime,
             "daemon": {
                 "running": daemon.is_some(),
                 "pid": daemon.as_ref().map(|d| d.pid),
@@ -59,7 +65,10 @@ pub async fn status(state: &StateDir, args: StatusArgs) -> anyhow::Result<ExitCo
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         match &daemon {
-            Some(d) => println!("Daemon: running (pid {}, {}).", d.pid, d.url),
+            Some(d) => println!(
+                "Daemon: running (pid {}, {}); runtime: {runtime}.",
+                d.pid, d.url
+            ),
             None => println!("Daemon: not running. Start the sandbox with `aiops up`."),
         }
         if !services.is_empty() {

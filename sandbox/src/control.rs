@@ -215,6 +215,16 @@ pub struct ControlClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// The runtime the daemon runs (from the state dir's topology), for `kind()`.
+    kind: &'static str,
+}
+
+/// The runtime a state dir's sandbox runs on, as its topology records it.
+pub fn runtime_kind(state: &StateDir) -> &'static str {
+    match Topology::load(state).ok().flatten().map(|t| t.runtime) {
+        Some(r) if r == "docker" => "docker",
+        _ => "process",
+    }
 }
 
 impl ControlClient {
@@ -227,6 +237,7 @@ impl ControlClient {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("HTTP client builds"),
+            kind: "process",
         }
     }
 
@@ -243,7 +254,9 @@ impl ControlClient {
         }
         let token = std::fs::read_to_string(state.token_file())
             .map_err(|e| Error::NotRunning(format!("cannot read the HTTP token: {e}")))?;
-        Ok(Self::new(ep.url, token.trim()))
+        let mut client = Self::new(ep.url, token.trim());
+        client.kind = runtime_kind(state);
+        Ok(client)
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -306,7 +319,7 @@ impl ControlClient {
 #[async_trait::async_trait]
 impl Runtime for ControlClient {
     fn kind(&self) -> &'static str {
-        "process"
+        self.kind
     }
     async fn topology(&self) -> Result<Topology> {
         self.call(reqwest::Method::GET, "/control/v1/topology")
@@ -387,7 +400,7 @@ impl DaemonRuntime {
 #[async_trait::async_trait]
 impl Runtime for DaemonRuntime {
     fn kind(&self) -> &'static str {
-        "process"
+        runtime_kind(&self.state)
     }
     async fn topology(&self) -> Result<Topology> {
         match self.client() {

@@ -213,6 +213,7 @@ async fn memory_leak_on_docker_is_an_oom_kill_and_the_agent_restores_service() {
     });
     let client = stdio(&sb).await;
     let status = call(&client, "sandbox_status", json!({})).await;
+    assert_eq!(status["runtime"], "docker", "{status:#}");
     let target = service_view(&status, "target-app");
     assert_eq!(target["oom_killed"], true, "{status:#}");
     assert!(
