@@ -93,6 +93,10 @@ struct PolicyFile {
     /// Read by aiops-sandbox (`[sandbox]`: runtime, service limits); checked there.
     #[serde(default, rename = "sandbox")]
     _sandbox: Option<toml::Value>,
+    /// `[notify]`, the daemon's webhook notifier: checked by the daemon (mcp-server's
+    /// `notify` module), not here.
+    #[serde(default, rename = "notify")]
+    _notify: Option<toml::Value>,
 }
 
 impl Policy {
