@@ -189,6 +189,37 @@ async function operate() {
     step('approved_action_ran', { status: ran.status });
     // The audit table shows it.
     await until('the executed action in the audit table', 15_000, async () => /executed/.test(await b.page.textContent('[data-testid="audit"]')));
+
+    // An incident report is rendered from Markdown, with its text escaped: filed from the
+    // page's own origin with the session cookie, as any same-origin script could.
+    const filed = await b.page.evaluate(async () => {
+      const r = await fetch('/api/v1/incidents', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          title: 'Slow products <img src=x onerror="window.pwned=1">',
+          what_broke: 'A **lock** on `products`.',
+          what_was_done: ['kill_db_sessions: 1 session'],
+          why: 'The holder was idle in transaction.',
+          resolved: true,
+        }),
+      });
+      return { status: r.status, body: await r.json() };
+    });
+    if (filed.status !== 200) throw new Error(`filing a report from the page: ${JSON.stringify(filed)}`);
+    const incident = `[data-testid="incident"][data-id="${filed.body.id}"]`;
+    await b.page.waitForSelector(incident, { timeout: 20_000 });
+    const rendered = await b.page.evaluate((sel) => {
+      const a = document.querySelector(sel);
+      return { h1: a.querySelector('h1')?.textContent, strong: [...a.querySelectorAll('strong')].map((e) => e.textContent),
+               code: a.querySelector('code')?.textContent, imgs: a.querySelectorAll('img').length,
+               items: a.querySelectorAll('li').length, pwned: window.pwned ?? null };
+    }, incident);
+    if (!rendered.h1?.includes('<img src=x') || rendered.imgs !== 0 || rendered.pwned !== null
+        || !rendered.strong.includes('lock') || rendered.code !== 'products' || rendered.items < 1) {
+      throw new Error(`the report is not rendered safely: ${JSON.stringify(rendered)}`);
+    }
+    step('incident_rendered', rendered);
     await b.page.screenshot({ path: join(SHOTS, 'dashboard-operate.png'), fullPage: true });
     step('screenshot', { path: join(SHOTS, 'dashboard-operate.png') });
 

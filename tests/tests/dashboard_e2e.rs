@@ -532,9 +532,77 @@ fn webhook_tells_humans_about_approvals_refusals_escalations_and_failed_drills()
         );
     }
     assert!(m.contains("aiops_drill_trials 1"), "{m}");
+    observability_files_ask_only_for_served_metrics(&m);
+
+    // The page's drill table is the one `aiops drill` prints.
+    let d: Value = http()
+        .get(format!("{url}/dashboard/drill"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let rows = d["drill"]["rows"].as_array().expect("drill rows");
+    assert_eq!(rows.len(), 1, "{d:#}");
+    assert_eq!(rows[0][1], "latency", "{d:#}");
+    assert_eq!(rows[0].as_array().unwrap().last().unwrap(), "FAIL", "{d:#}");
     assert!(m.contains("aiops_drill_passed_trials 0"), "{m}");
     assert!(
         m.contains("aiops_incident_reports_total{resolved=\"false\"} 1"),
         "{m}"
+    );
+}
+
+/// The optional Prometheus + Grafana files parse, scrape with the token from a file, and
+/// the Grafana dashboard queries only metrics `/metrics` really serves (`served`).
+fn observability_files_ask_only_for_served_metrics(served: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/observability");
+    let yaml = |f: &str| -> Value {
+        serde_norway::from_str(&std::fs::read_to_string(dir.join(f)).unwrap())
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    let compose = yaml("docker-compose.observability.yml");
+    assert!(compose["services"]["prometheus"].is_object());
+    assert!(compose["services"]["grafana"].is_object());
+    let prom = yaml("prometheus.yml");
+    let job = &prom["scrape_configs"][0];
+    assert_eq!(job["metrics_path"], "/metrics");
+    assert_eq!(job["authorization"]["type"], "Bearer");
+    assert!(job["authorization"]["credentials_file"].is_string());
+    yaml("grafana/provisioning/datasources/prometheus.yml");
+    yaml("grafana/provisioning/dashboards/aiops.yml");
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("grafana/dashboards/aiops-control-plane.json")).unwrap(),
+    )
+    .expect("the Grafana dashboard is JSON");
+    let types: Vec<&str> = served
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut asked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !word.starts_with("aiops_") {
+                    continue;
+                }
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .unwrap_or(word);
+                assert!(
+                    types.contains(&base),
+                    "the Grafana panel `{}` asks for {word}, which /metrics does not serve",
+                    panel["title"]
+                );
+                asked += 1;
+            }
+        }
+    }
+    assert!(
+        asked >= 10,
+        "only {asked} metric references in the dashboard"
     );
 }

@@ -178,6 +178,7 @@ async function refreshAudit() {
 }
 
 let shownIncident = null;
+let incidentPicked = false; // once a person picks one, new reports do not replace it
 async function showIncident(id) {
   const r = await api(`/api/v1/incidents/${encodeURIComponent(id)}`);
   if (!r.ok) return;
@@ -192,11 +193,13 @@ async function refreshIncidents() {
   if (!r.ok) return;
   const list = r.body.incidents ?? [];
   $('incidents').replaceChildren(table(['filed', 'title', 'resolved'], list.map((i) =>
-    el('tr', { class: 'pick', onclick: () => showIncident(i.id), 'data-testid': `incident-${i.id}` },
+    el('tr', { class: 'pick', onclick: () => { incidentPicked = true; showIncident(i.id); }, 'data-testid': `incident-${i.id}` },
       el('td', {}, fmtTime(i.created_at)), el('td', {}, i.title),
       el('td', { class: i.resolved ? 'pass' : 'fail' }, i.resolved ? 'yes' : 'no'))),
     'No incident reports yet.'));
-  if (list.length && !list.some((i) => i.id === shownIncident)) await showIncident(list[0].id);
+  if (list.length && (!incidentPicked || !list.some((i) => i.id === shownIncident)) && list[0].id !== shownIncident) {
+    await showIncident(list[0].id);
+  }
 }
 
 async function refreshDrill() {

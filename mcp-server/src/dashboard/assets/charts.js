@@ -14,7 +14,7 @@ export class LineChart {
     this.canvas = canvas;
     this.title = opts.title;
     this.unit = opts.unit ?? '';
-    this.windowMs = opts.windowMs ?? 5 * 60 * 1000;
+    this.windowMs = opts.windowMs ?? 3 * 60 * 1000;
     this.min = opts.min ?? 0;
     this.format = opts.format ?? ((v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1)));
     /** @type {Map<string, {colour: string, points: Array<[number, number|null]>}>} */
