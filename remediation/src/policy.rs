@@ -190,4 +190,13 @@ mod tests {
         let p = Policy::from_toml("[policy.actions]\nkill_process = \"deny\"\n").unwrap();
         assert_eq!(p.mode("kill_process"), Mode::Deny);
     }
+
+    #[test]
+    fn the_notifier_table_is_left_to_the_daemon() {
+        let p = Policy::from_toml(
+            "[policy]\nread_only = true\n\n[notify]\nwebhook_url = \"http://127.0.0.1:9/x\"\n",
+        )
+        .unwrap();
+        assert!(p.read_only);
+    }
 }

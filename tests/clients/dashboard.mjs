@@ -136,6 +136,16 @@ async function live() {
     if (code !== 0) throw new Error(`aiops load exited ${code}: ${loadOut}`);
     step('screenshot', { path: join(SHOTS, 'dashboard-live.png') });
 
+    // Logging out clears the cookie: the page is the login page again.
+    await b.page.click('header form button[type=submit]');
+    await b.page.waitForURL(`${BASE}/login`, { timeout: 10_000 });
+    if ((await b.context.cookies(BASE)).some((c) => c.name === 'aiops_session' && c.value)) {
+      throw new Error('the session cookie survived the logout');
+    }
+    await b.page.goto(`${BASE}/`);
+    if (!b.page.url().endsWith('/login')) throw new Error(`after logout / should lead to /login, got ${b.page.url()}`);
+    step('logged_out');
+
     if (b.errors.length) throw new Error(`the page logged errors: ${b.errors.join(' | ')}`);
   } finally {
     await b.close();

@@ -245,6 +245,7 @@ fn dashboard_shows_every_service_and_its_charts_follow_load() {
         .as_f64()
         .unwrap();
     assert!(rate >= 5.0, "the chart showed {rate} req/s under load");
+    step(&steps, "logged_out");
     let shot = shots.join("dashboard-live.png");
     assert!(
         std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000,
