@@ -542,13 +542,15 @@ impl Watcher {
                     self.send(Notification {
                         kind: Kind::DrillFailed,
                         title: format!("Drill {} failed", d.id),
+                        // Not the agent's command line: it may carry an API key.
                         detail: format!(
-                            "Agent `{}` passed {}/{} trials ({:.0} %). Failed: {}",
-                            d.agent,
+                            "The agent passed {}/{} trials ({:.0} %). Failed: {}. \
+                             The table is in the dashboard and under drills/{}/.",
                             d.summary.passed,
                             d.summary.trials,
                             d.summary.success_rate_percent,
-                            clip(&failed.join(", "), 800)
+                            clip(&failed.join(", "), 800),
+                            d.id
                         ),
                     });
                 }

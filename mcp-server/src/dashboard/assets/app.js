@@ -215,12 +215,17 @@ async function refreshDrill() {
 }
 
 let slow = 0;
+let busy = false; // a slow answer must not pile refreshes up
 async function refreshAll() {
+  if (busy) return;
+  busy = true;
   try {
     await Promise.all([refreshFaults(), refreshApprovals(), refreshEvents(), refreshAudit()]);
     if (slow++ % 5 === 0) await Promise.all([refreshIncidents(), refreshDrill()]);
   } catch (e) {
     showError(String(e));
+  } finally {
+    busy = false;
   }
 }
 
