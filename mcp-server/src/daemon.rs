@@ -123,7 +123,11 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         Arc::new(move || stop_for_api.notify_one()),
     )
     .merge(crate::rest::router(rest.clone(), token.clone()))
-    .merge(crate::dashboard::router(rest, token.clone()))
+    .merge(crate::dashboard::router(
+        rest,
+        token.clone(),
+        cancel.clone(),
+    ))
     .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
     .merge(crate::http::exam_router(
         exam_server,

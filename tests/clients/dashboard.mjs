@@ -114,7 +114,13 @@ async function live() {
     // This daemon runs without --allow-chaos: the page says so rather than failing.
     await until('the chaos-disabled note', 10_000, async () => /Chaos is disabled/.test(await b.page.textContent('[data-testid="faults"]')));
 
-    // The charts move on their own (one sample a second)...
+    // A page opens on the recent past (the daemon has been sampling for a while)...
+    const history = await until('the recent samples at once', 5_000, async () => {
+      const n = Number(await dataset(b.page, 'chart-rate', 'samples'));
+      return n >= 3 ? n : false;
+    });
+    step('history', { samples: history });
+    // ...and the charts move on their own (one sample a second)...
     const s0 = Number(await dataset(b.page, 'chart-rate', 'samples'));
     await until('two more samples', 10_000, async () => Number(await dataset(b.page, 'chart-rate', 'samples')) >= s0 + 2);
     step('stream_ticks');

@@ -14,7 +14,7 @@
 //! Not responsible for: the guards themselves (`crate::http`), the data (library crates
 //! through the REST handlers and the observer).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +29,9 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
 use crate::http::{SESSION_COOKIE, cookie_matches, guarded, guarded_for_browser};
 use crate::rest::RestState;
 
@@ -40,6 +43,8 @@ const MAX_LOGIN_CODES: usize = 16;
 const SESSION_MAX_AGE_S: u64 = 12 * 3600;
 /// One live sample per this period.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Samples a new page gets at once: the charts' three minutes.
+const HISTORY: usize = 180;
 /// A stream ends after this long; the browser's EventSource reconnects on its own.
 const STREAM_MAX: Duration = Duration::from_secs(3600);
 
@@ -99,13 +104,16 @@ struct Dash {
     rest: RestState,
     token: Arc<str>,
     codes: LoginCodes,
+    samples: Samples,
 }
 
 /// The dashboard's routes: `/` and `/login` check the token themselves; the assets, the
 /// stream and the drill results sit behind the browser guard (bearer or cookie); the
 /// login-link route takes the bearer token only (it is what `aiops open` calls).
-pub fn router(rest: RestState, token: String) -> Router {
+/// Starts the live sampler, which stops with `cancel`.
+pub fn router(rest: RestState, token: String, cancel: CancellationToken) -> Router {
     let dash = Dash {
+        samples: Samples::start(rest.clone(), cancel),
         rest,
         token: token.clone().into(),
         codes: LoginCodes::default(),
@@ -349,26 +357,76 @@ async fn sample(rest: &RestState) -> Value {
     out
 }
 
-/// `GET /dashboard/stream`: a `sample` event every second (server-sent events).
+/// The live samples: one sampler for the whole daemon (every page shares it), the last
+/// [`HISTORY`] kept so a page opened now starts with the recent past, not an empty chart.
+#[derive(Clone)]
+pub struct Samples {
+    recent: Arc<Mutex<VecDeque<Arc<str>>>>,
+    tx: broadcast::Sender<Arc<str>>,
+}
+
+impl Samples {
+    /// Starts sampling `rest` every [`SAMPLE_EVERY`] until `cancel`.
+    fn start(rest: RestState, cancel: CancellationToken) -> Self {
+        let (tx, _) = broadcast::channel(16);
+        let samples = Self {
+            recent: Arc::default(),
+            tx,
+        };
+        let s = samples.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let one: Arc<str> = sample(&rest).await.to_string().into();
+                {
+                    let mut recent = s.recent.lock().unwrap_or_else(|p| p.into_inner());
+                    if recent.len() >= HISTORY {
+                        recent.pop_front();
+                    }
+                    recent.push_back(one.clone());
+                }
+                // No page listening is fine.
+                let _ = s.tx.send(one);
+            }
+        });
+        samples
+    }
+}
+
+/// `GET /dashboard/stream`: the recent samples, then a `sample` event every second
+/// (server-sent events). A page may see one sample twice (history and live overlap by
+/// design, so none is lost); it drops samples not newer than its last.
 async fn stream(
     State(dash): State<Dash>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let started = Instant::now();
-    let rest = dash.rest.clone();
-    let events = futures::stream::unfold(
-        (rest, tokio::time::interval(SAMPLE_EVERY)),
-        move |(rest, mut tick)| async move {
-            if started.elapsed() > STREAM_MAX {
-                return None;
+    use futures::StreamExt;
+    let rx = dash.samples.tx.subscribe();
+    let history: Vec<Arc<str>> = dash
+        .samples
+        .recent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let live = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(one) => return Some((one, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
-            tick.tick().await;
-            let data = sample(&rest).await.to_string();
-            Some((
-                Ok(Event::default().event("sample").data(data)),
-                (rest, tick),
-            ))
-        },
-    );
+        }
+    });
+    let events = futures::stream::iter(history)
+        .chain(live)
+        .take_until(tokio::time::sleep(STREAM_MAX))
+        .map(|one| Ok(Event::default().event("sample").data(&*one)));
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 

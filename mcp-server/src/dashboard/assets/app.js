@@ -76,8 +76,11 @@ function renderTiles(services) {
   }));
 }
 
+let lastTs = 0;
 function onSample(sample) {
   const ts = sample.ts;
+  if (ts <= lastTs) return; // history and live overlap by one sample at most
+  lastTs = ts;
   charts.rate.push(ts, { 'req/s': sample.request_rate });
   charts.errors.push(ts, { '5xx %': sample.error_rate });
   charts.p95.push(ts, { p95: sample.p95_ms });
