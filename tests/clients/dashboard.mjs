@@ -2,7 +2,7 @@
 // playwright-core, for tests/tests/dashboard_e2e.rs. The sandbox is already up; this
 // script logs in, watches, and uses the `aiops` CLI the way an operator would beside it.
 //
-//   node dashboard.mjs live|operate
+//   node dashboard.mjs live|operate|drill
 //
 // Environment: AIOPS_BIN (the aiops binary), AIOPS_HOME (the sandbox), DASH_URL (the
 // daemon's base URL), DASH_TOKEN (for the pasted-token login), SHOT_DIR (screenshots).
@@ -245,7 +245,27 @@ async function operate() {
   }
 }
 
-const scenarios = { live, operate };
+async function drill() {
+  const b = await launch();
+  try {
+    const link = aiops('open', '--no-browser').trim().split('\n').pop();
+    await b.page.goto(link);
+    await checkCookie(b.context);
+    // The last drill's table, as `aiops drill` printed it.
+    const rows = await until('the drill table', 20_000, async () => {
+      const r = await b.page.$$eval('[data-testid="drill"] tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+      return r.length ? r : false;
+    });
+    const summary = await b.page.textContent('[data-testid="drill"] p');
+    await b.page.screenshot({ path: join(SHOTS, 'dashboard-drill.png'), fullPage: true });
+    step('drill_table', { rows, summary });
+    if (b.errors.length) throw new Error(`the page logged errors: ${b.errors.join(' | ')}`);
+  } finally {
+    await b.close();
+  }
+}
+
+const scenarios = { live, operate, drill };
 if (!scenarios[scenario]) {
   console.error(`usage: node dashboard.mjs ${Object.keys(scenarios).join('|')}`);
   process.exit(2);

@@ -401,7 +401,8 @@ fn wait_for_kind(got: &Received, kind: &str, n: usize, timeout: Duration) {
 }
 
 #[test]
-fn webhook_tells_humans_about_approvals_refusals_escalations_and_failed_drills() {
+fn webhook_tells_humans_about_approvals_refusals_escalations_and_failed_drills_and_the_page_shows_the_drill()
+ {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (hook, got) = receiver(&rt);
     let sb = Sandbox::new();
@@ -547,6 +548,15 @@ fn webhook_tells_humans_about_approvals_refusals_escalations_and_failed_drills()
     assert_eq!(rows.len(), 1, "{d:#}");
     assert_eq!(rows[0][1], "latency", "{d:#}");
     assert_eq!(rows[0].as_array().unwrap().last().unwrap(), "FAIL", "{d:#}");
+    // ...and the page shows it.
+    let steps = browser(&sb, "drill", &shots_dir("drill"));
+    let table = step(&steps, "drill_table");
+    assert_eq!(table["rows"][0][1], "latency", "{table:#}");
+    assert_eq!(table["rows"][0][10], "FAIL", "{table:#}");
+    assert!(
+        table["summary"].as_str().unwrap().contains("passed 0/1"),
+        "{table:#}"
+    );
     assert!(m.contains("aiops_drill_passed_trials 0"), "{m}");
     assert!(
         m.contains("aiops_incident_reports_total{resolved=\"false\"} 1"),
