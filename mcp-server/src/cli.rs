@@ -39,6 +39,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a claude_desktop_config.json snippet that launches this server over stdio.
     McpConfig,
+    /// Open the live dashboard in a browser, logged in by a one-time link.
+    Open(OpenArgs),
     /// Benchmarks that print figures (MCP round trips; log queries against ripgrep).
     Bench(BenchArgs),
     /// Inject, list and revert real, reversible faults (each with a lease).
@@ -473,4 +475,11 @@ pub struct DrillArgs {
 
 fn parse_runtime(s: &str) -> Result<RuntimeKind, String> {
     RuntimeKind::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Print the one-time login link instead of opening a browser.
+    #[arg(long)]
+    pub no_browser: bool,
 }

@@ -33,6 +33,8 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         },
     )
     .context("preparing the sandbox")?;
+    // A broken `[notify]` stops the start with the reason, as a broken `.env` would.
+    let notify_config = crate::notify::NotifyConfig::load(&state)?;
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| {
@@ -89,6 +91,9 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
             .context("building the HTTP client")?,
     };
     let compat = crate::rest::compat::listen(&state, &args.compat, &rest).await?;
+    let notifier =
+        crate::notify::Notifier::start(notify_config, format!("http://{addr}/"), cancel.clone());
+    crate::notify::spawn_watcher(state.clone(), notifier, cancel.clone());
     let mcp_runtime = dyn_rt.clone();
     let server_state = state.clone();
     let exam_server = {
@@ -117,7 +122,12 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
         token.clone(),
         Arc::new(move || stop_for_api.notify_one()),
     )
-    .merge(crate::rest::router(rest, token.clone()))
+    .merge(crate::rest::router(rest.clone(), token.clone()))
+    .merge(crate::dashboard::router(
+        rest,
+        token.clone(),
+        cancel.clone(),
+    ))
     .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
     .merge(crate::http::exam_router(
         exam_server,

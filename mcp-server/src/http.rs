@@ -4,6 +4,14 @@
 //! Guards, in order: the `Origin` header, when present, must be a loopback origin (DNS
 //! rebinding protection, as the MCP spec asks) → 403; the bearer token from the state dir
 //! is required → 401; request bodies are capped → 413. rmcp additionally checks `Host`.
+//!
+//! Routes a browser uses (the dashboard, the REST API, `/metrics`) also accept the token
+//! in the HttpOnly, SameSite=Strict session cookie the dashboard's login sets
+//! ([`SESSION_COOKIE`]). SameSite ignores ports, so another page on the loopback (a dev
+//! server on :3000) would still send the cookie: a request authenticated by the cookie
+//! alone must therefore come from this very origin (`Origin` equal to `http://{Host}`,
+//! required on anything but GET/HEAD) and not be a cross-site fetch (`Sec-Fetch-Site`),
+//! else 403. The MCP, exam and control routes take the bearer header only.
 
 use std::sync::Arc;
 
@@ -21,10 +29,15 @@ use crate::mcp::AiopsServer;
 /// Largest request body accepted on the MCP routes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Name of the dashboard's session cookie; its value is the HTTP token.
+pub const SESSION_COOKIE: &str = "aiops_session";
+
 #[derive(Clone)]
 struct Guard {
     /// Any of these bearer tokens opens the routes.
     tokens: Arc<[String]>,
+    /// The session cookie is accepted too (browser routes).
+    cookie: bool,
 }
 
 fn streamable(
@@ -42,8 +55,19 @@ fn streamable(
 
 /// `router` behind the guards; any of `tokens` opens it.
 pub(crate) fn guarded(router: Router, tokens: Vec<String>) -> Router {
+    guard_with(router, tokens, false)
+}
+
+/// `router` behind the guards, opened by `token` as a bearer header or, from this origin
+/// only, as the session cookie: the dashboard and the API it calls.
+pub(crate) fn guarded_for_browser(router: Router, token: String) -> Router {
+    guard_with(router, vec![token], true)
+}
+
+fn guard_with(router: Router, tokens: Vec<String>, cookie: bool) -> Router {
     let guard = Guard {
         tokens: tokens.into(),
+        cookie,
     };
     router
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
@@ -76,7 +100,12 @@ pub fn exam_router(
     guarded(router, vec![exam_token, main_token])
 }
 
-async fn check_request(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+/// Set by the guard (and only by it: a client's own is removed) on requests the session
+/// cookie opened, so the audit log can say `dashboard` rather than a browser's User-Agent.
+pub(crate) const VIA_DASHBOARD: &str = "x-aiops-via-dashboard";
+
+async fn check_request(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
+    req.headers_mut().remove(VIA_DASHBOARD);
     if let Some(origin) = req.headers().get(header::ORIGIN)
         && !is_loopback_origin(origin)
     {
@@ -87,11 +116,24 @@ async fn check_request(State(guard): State<Guard>, req: Request, next: Next) -> 
              from local pages (DNS rebinding protection)",
         );
     }
-    if !guard
+    let bearer = guard
         .tokens
         .iter()
-        .any(|t| aiops_sandbox::control::token_matches(req.headers(), t))
-    {
+        .any(|t| aiops_sandbox::control::token_matches(req.headers(), t));
+    let cookie = !bearer
+        && guard.cookie
+        && guard
+            .tokens
+            .iter()
+            .any(|t| cookie_matches(req.headers(), t));
+    if cookie && let Err(why) = same_origin(&req) {
+        return refuse(StatusCode::FORBIDDEN, "cross_origin", why);
+    }
+    if cookie {
+        req.headers_mut()
+            .insert(VIA_DASHBOARD, HeaderValue::from_static("1"));
+    }
+    if !bearer && !cookie {
         let mut resp = refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -113,7 +155,57 @@ async fn check_request(State(guard): State<Guard>, req: Request, next: Next) -> 
     resp
 }
 
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+/// Whether the request carries the session cookie holding `token` (constant time).
+pub(crate) fn cookie_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let mut found = false;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';') {
+            if let Some((name, given)) = pair.trim().split_once('=')
+                && name == SESSION_COOKIE
+            {
+                let (a, b) = (given.as_bytes(), token.as_bytes());
+                found |= a.len() == b.len()
+                    && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+            }
+        }
+    }
+    found
+}
+
+/// A cookie-authenticated request must come from this origin: the cookie is sent by the
+/// browser whoever made the page, so without this any local page could act with it.
+pub(crate) fn same_origin(req: &Request) -> Result<(), &'static str> {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err("a cross-site request cannot use the session cookie; send the bearer token");
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some(origin) => match host {
+            Some(host) if origin == format!("http://{host}") => Ok(()),
+            _ => Err(
+                "the Origin header does not match this server: the session cookie only \
+                      works for the dashboard's own pages",
+            ),
+        },
+        None if matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        ) =>
+        {
+            Ok(())
+        }
+        None => Err(
+            "a state-changing request with the session cookie must carry the \
+                     dashboard's Origin header (or use the bearer token)",
+        ),
+    }
+}
+
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),

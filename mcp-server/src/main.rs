@@ -7,12 +7,16 @@ mod agent_cmds;
 mod bench;
 mod chaos_cmds;
 mod cli;
+mod control_metrics;
 mod daemon;
+mod dashboard;
 mod docker_cmds;
 mod drill_cmds;
 mod http;
 mod load;
 mod mcp;
+mod notify;
+mod open_cmd;
 mod output;
 mod remediation_cmds;
 mod rest;
@@ -59,6 +63,7 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             }
             ComposeEnv(args) => docker_cmds::compose_env(&state, args),
             McpConfig => serve::mcp_config(&state),
+            Open(args) => open_cmd::run(&state, args).await,
             Bench(args) => bench::run(&state, args).await,
             Chaos(args) => chaos_cmds::run(&state, args).await,
             Action(args) => remediation_cmds::action(&state, args).await,

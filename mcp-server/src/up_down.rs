@@ -180,6 +180,10 @@ pub async fn up(state: &StateDir, args: UpArgs) -> anyhow::Result<ExitCode> {
                 "  HTTP token:   {} (send as `Authorization: Bearer <token>`)",
                 state.token_file().display()
             );
+            println!(
+                "  dashboard:    {}/ (`aiops open` logs a browser in)",
+                ep.url
+            );
             println!("  state dir:    {}", state.root().display());
             println!("Stop with `aiops down`.");
             Ok(ExitCode::SUCCESS)

@@ -93,6 +93,10 @@ struct PolicyFile {
     /// Read by aiops-sandbox (`[sandbox]`: runtime, service limits); checked there.
     #[serde(default, rename = "sandbox")]
     _sandbox: Option<toml::Value>,
+    /// `[notify]`, the daemon's webhook notifier: checked by the daemon (mcp-server's
+    /// `notify` module), not here.
+    #[serde(default, rename = "notify")]
+    _notify: Option<toml::Value>,
 }
 
 impl Policy {
@@ -185,5 +189,14 @@ mod tests {
         assert!(Policy::from_toml("[polcy]\n").is_err());
         let p = Policy::from_toml("[policy.actions]\nkill_process = \"deny\"\n").unwrap();
         assert_eq!(p.mode("kill_process"), Mode::Deny);
+    }
+
+    #[test]
+    fn the_notifier_table_is_left_to_the_daemon() {
+        let p = Policy::from_toml(
+            "[policy]\nread_only = true\n\n[notify]\nwebhook_url = \"http://127.0.0.1:9/x\"\n",
+        )
+        .unwrap();
+        assert!(p.read_only);
     }
 }

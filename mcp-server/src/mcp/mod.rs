@@ -144,6 +144,28 @@ impl ServerHandler for AiopsServer {
         .with_instructions(INSTRUCTIONS.to_string())
     }
 
+    /// The tool router's call, counted by tool and outcome for `/metrics`.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        let result = self.tool_router.call(tcc).await;
+        let outcome = match &result {
+            Ok(rmcp::model::CallToolResponse::Complete(r)) if r.is_error == Some(true) => "error",
+            Ok(rmcp::model::CallToolResponse::Complete(_)) => "ok",
+            Ok(_) => "input_required",
+            Err(_) => "invalid",
+        };
+        // An unknown tool name is counted under one label, so a client cannot grow the
+        // label set at will.
+        let known = self.tool_router.has_route(&tool);
+        crate::control_metrics::METRICS.tool_call(if known { &tool } else { "(unknown)" }, outcome);
+        result
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,

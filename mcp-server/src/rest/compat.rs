@@ -96,7 +96,9 @@ pub fn port_router(st: RestState, chaos: bool) -> axum::Router {
         .layer(axum::middleware::from_fn(loopback_only))
 }
 
-async fn loopback_only(req: Request, next: Next) -> Response {
+async fn loopback_only(mut req: Request, next: Next) -> Response {
+    // Only the main listener's guard may say a request came from the dashboard.
+    req.headers_mut().remove(crate::http::VIA_DASHBOARD);
     if let Some(origin) = req.headers().get(header::ORIGIN)
         && !crate::http::is_loopback_origin(origin)
     {

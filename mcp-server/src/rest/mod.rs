@@ -80,12 +80,14 @@ impl RestState {
 /// OpenAPI document and docs page.
 pub fn router(st: RestState, token: String) -> Router {
     let api = api_routes()
+        .route("/metrics", get(crate::control_metrics::handler))
         .merge(compat::chaos_routes())
         .merge(compat::action_routes())
         .with_state(st);
     // The MCP routes' guards, with the same answers: a non-loopback `Origin` → 403, no
-    // or a wrong bearer token → 401, a body over 1 MiB → 413.
-    crate::http::guarded(api, vec![token]).merge(openapi::routes())
+    // or a wrong bearer token → 401, a body over 1 MiB → 413. The dashboard's session
+    // cookie opens these routes too, from the dashboard's own origin only.
+    crate::http::guarded_for_browser(api, token).merge(openapi::routes())
 }
 
 /// The native `/api/v1` routes (without state and guards).
@@ -138,8 +140,15 @@ fn body_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>
     }
 }
 
-/// Who calls, for the audit log: `rest` plus the User-Agent, if any (trimmed, printable).
+/// Who calls, for the audit log: `dashboard` for the dashboard's session, else `rest`
+/// plus the User-Agent, if any (trimmed, printable).
 fn caller(headers: &axum::http::HeaderMap) -> aiops_remediation::Caller {
+    if headers.contains_key(crate::http::VIA_DASHBOARD) {
+        return aiops_remediation::Caller {
+            client: "dashboard".into(),
+            session: None,
+        };
+    }
     let agent = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
