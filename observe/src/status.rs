@@ -148,6 +148,9 @@ pub struct ProcessStatsEntry {
     /// Processes in the service's tree besides the main one.
     pub children: u64,
     pub memory_limit_bytes: Option<u64>,
+    /// Memory the limit counts (the container's usage), on runtimes that enforce one
+    /// (Docker): at the limit the kernel OOM-kills the service.
+    pub memory_usage_bytes: Option<u64>,
     /// Why the runtime could not say (service stopped, ...).
     pub error: Option<String>,
 }
@@ -173,9 +176,16 @@ impl Summary for ProcessStatsReport {
                     e.threads,
                     e.open_fds,
                     e.children,
-                    e.memory_limit_bytes
-                        .map(|l| format!(" limit {}", pretty_bytes(l)))
-                        .unwrap_or_default()
+                    match (e.memory_usage_bytes, e.memory_limit_bytes) {
+                        (Some(u), Some(l)) => format!(
+                            " memory {} of limit {} ({:.0} %)",
+                            pretty_bytes(u),
+                            pretty_bytes(l),
+                            u as f64 * 100.0 / l.max(1) as f64
+                        ),
+                        (_, Some(l)) => format!(" limit {}", pretty_bytes(l)),
+                        _ => String::new(),
+                    }
                 )),
             }
         }
@@ -201,6 +211,7 @@ pub(crate) async fn process_stats(obs: &Observer) -> Result<ProcessStatsReport, 
                 open_fds: s.open_fds,
                 children: s.children,
                 memory_limit_bytes: s.memory_limit_bytes,
+                memory_usage_bytes: s.memory_usage_bytes,
                 error: None,
             },
             Err(e) => {
@@ -216,6 +227,7 @@ pub(crate) async fn process_stats(obs: &Observer) -> Result<ProcessStatsReport, 
                     open_fds: 0,
                     children: 0,
                     memory_limit_bytes: None,
+                    memory_usage_bytes: None,
                     error: Some(truncate_chars(&scrub.scrub(&e.to_string()), 300)),
                 }
             }

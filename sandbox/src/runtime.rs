@@ -140,6 +140,11 @@ pub struct ServiceStats {
     /// Processes in the service's process tree, the main one excluded.
     pub children: u64,
     pub memory_limit_bytes: Option<u64>,
+    /// Memory the limit counts (a container's cgroup usage, page cache that can be
+    /// dropped left out), when the runtime knows it: the Docker runtime, from the stats
+    /// API. `rss_bytes` is the process tree's resident memory on every runtime.
+    #[serde(default)]
+    pub memory_usage_bytes: Option<u64>,
 }
 
 /// Which signal to send with [`Runtime::kill`].

@@ -220,6 +220,26 @@ async fn memory_leak_on_docker_is_an_oom_kill_and_the_agent_restores_service() {
         status.to_string().contains("137"),
         "the exit code (137, SIGKILL) is shown: {status:#}"
     );
+    // Memory against the container's limit, from the engine's stats API, once the
+    // restart policy has the target running again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = call(&client, "process_stats", json!({})).await;
+        if service_view(&stats, "target-app")["pid"].is_u64()
+            || std::time::Instant::now() > deadline
+        {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let target = service_view(&stats, "target-app");
+    assert_eq!(
+        target["memory_limit_bytes"],
+        256u64 * 1024 * 1024,
+        "{stats:#}"
+    );
+    assert!(target["memory_usage_bytes"].as_u64().is_some(), "{stats:#}");
+    assert!(target["rss_bytes"].as_u64().unwrap_or(0) > 0, "{stats:#}");
     let snapshot = call(&client, "incident_snapshot", json!({})).await;
     assert!(
         snapshot.to_string().contains("oom_killed"),

@@ -1294,11 +1294,7 @@ impl Runtime for DockerRuntime {
             .or_else(|| inner.get("inactive_file"))
             .copied()
             .unwrap_or(0);
-        let rss = inner
-            .get("total_rss")
-            .or_else(|| inner.get("rss"))
-            .copied()
-            .unwrap_or_else(|| usage.saturating_sub(inactive));
+        let usage = usage.saturating_sub(inactive);
         // Threads, descriptors and children from /proc: the container's processes are
         // this machine's processes.
         let (tree, _) = procinfo::tree_stats(name, pid, None);
@@ -1307,7 +1303,10 @@ impl Runtime for DockerRuntime {
             pid: Some(pid),
             cpu_percent,
             cpu_seconds_total: total as f64 / 1e9,
-            rss_bytes: rss,
+            // Resident memory from /proc, as on the process runtime, so figures and
+            // thresholds mean the same on both; what the limit counts is beside it.
+            rss_bytes: tree.rss_bytes,
+            memory_usage_bytes: Some(usage),
             threads: s
                 .pids_stats
                 .as_ref()
