@@ -117,37 +117,40 @@ pub async fn run(state: StateDir, args: DaemonArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let app = control::router(
+    // The control and chaos routes check the token themselves; `guarded` adds what they
+    // lacked: the foreign-`Origin` refusal (403) and the body limit (413).
+    let control_routes = control::router(
         dyn_rt,
         token.clone(),
         Arc::new(move || stop_for_api.notify_one()),
     )
-    .merge(crate::rest::router(rest.clone(), token.clone()))
-    .merge(crate::dashboard::router(
-        rest,
-        token.clone(),
-        cancel.clone(),
-    ))
-    .merge(aiops_chaos::control::router(chaos.clone(), token.clone()))
-    .merge(crate::http::exam_router(
-        exam_server,
-        exam_token,
-        token.clone(),
-        cancel.clone(),
-    ))
-    .merge(crate::http::mcp_router(
-        move || {
-            AiopsServer::new(
-                observer.clone(),
-                server_state.clone(),
-                mcp_runtime.clone(),
-                events.clone(),
-                &options,
-            )
-        },
-        token,
-        cancel.clone(),
-    ));
+    .merge(aiops_chaos::control::router(chaos.clone(), token.clone()));
+    let app = crate::http::guarded(control_routes, vec![token.clone()])
+        .merge(crate::rest::router(rest.clone(), token.clone()))
+        .merge(crate::dashboard::router(
+            rest,
+            token.clone(),
+            cancel.clone(),
+        ))
+        .merge(crate::http::exam_router(
+            exam_server,
+            exam_token,
+            token.clone(),
+            cancel.clone(),
+        ))
+        .merge(crate::http::mcp_router(
+            move || {
+                AiopsServer::new(
+                    observer.clone(),
+                    server_state.clone(),
+                    mcp_runtime.clone(),
+                    events.clone(),
+                    &options,
+                )
+            },
+            token,
+            cancel.clone(),
+        ));
     let server = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(message = "HTTP listener failed.", %error);

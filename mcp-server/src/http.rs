@@ -13,7 +13,8 @@
 //! required on anything but GET/HEAD) and not be a cross-site fetch (`Sec-Fetch-Site`),
 //! else 403. The MCP, exam and control routes take the bearer header only.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -25,6 +26,9 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::mcp::AiopsServer;
+
+/// The Streamable HTTP session header.
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Largest request body accepted on the MCP routes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -38,6 +42,48 @@ struct Guard {
     tokens: Arc<[String]>,
     /// The session cookie is accepted too (browser routes).
     cookie: bool,
+    /// Which token opened each Streamable HTTP session (`Mcp-Session-Id`), when more
+    /// than one token opens the routes: a session belongs to the client that opened it.
+    owners: Arc<Mutex<SessionOwners>>,
+}
+
+/// Session id → index of the token that opened it, oldest forgotten first beyond
+/// [`MAX_TRACKED_SESSIONS`] (a forgotten session is refused, never handed to another token).
+#[derive(Default)]
+struct SessionOwners {
+    owner: HashMap<String, usize>,
+    order: VecDeque<String>,
+    /// Ids dropped from `owner`: refused from then on.
+    forgotten: HashSet<String>,
+}
+
+const MAX_TRACKED_SESSIONS: usize = 4096;
+
+impl SessionOwners {
+    fn record(&mut self, id: String, token: usize) {
+        if self.owner.contains_key(&id) {
+            return;
+        }
+        if self.order.len() >= MAX_TRACKED_SESSIONS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.owner.remove(&old);
+            if self.forgotten.len() < MAX_TRACKED_SESSIONS * 4 {
+                self.forgotten.insert(old);
+            }
+        }
+        self.order.push_back(id.clone());
+        self.owner.insert(id, token);
+    }
+
+    /// May the client holding token `token` use session `id`?
+    fn allows(&self, id: &str, token: usize) -> bool {
+        match self.owner.get(id) {
+            Some(owner) => *owner == token,
+            // Unknown to us: the session manager answers (404) unless we forgot it.
+            None => !self.forgotten.contains(id),
+        }
+    }
 }
 
 fn streamable(
@@ -68,6 +114,7 @@ fn guard_with(router: Router, tokens: Vec<String>, cookie: bool) -> Router {
     let guard = Guard {
         tokens: tokens.into(),
         cookie,
+        owners: Arc::default(),
     };
     router
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
@@ -119,21 +166,25 @@ async fn check_request(State(guard): State<Guard>, mut req: Request, next: Next)
     let bearer = guard
         .tokens
         .iter()
-        .any(|t| aiops_sandbox::control::token_matches(req.headers(), t));
-    let cookie = !bearer
-        && guard.cookie
-        && guard
+        .position(|t| aiops_sandbox::control::token_matches(req.headers(), t));
+    let cookie = if bearer.is_none() && guard.cookie {
+        guard
             .tokens
             .iter()
-            .any(|t| cookie_matches(req.headers(), t));
-    if cookie && let Err(why) = same_origin(&req) {
+            .position(|t| cookie_matches(req.headers(), t))
+    } else {
+        None
+    };
+    if cookie.is_some()
+        && let Err(why) = same_origin(&req)
+    {
         return refuse(StatusCode::FORBIDDEN, "cross_origin", why);
     }
-    if cookie {
+    if cookie.is_some() {
         req.headers_mut()
             .insert(VIA_DASHBOARD, HeaderValue::from_static("1"));
     }
-    if !bearer && !cookie {
+    let Some(token) = bearer.or(cookie) else {
         let mut resp = refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -143,8 +194,40 @@ async fn check_request(State(guard): State<Guard>, mut req: Request, next: Next)
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
+    };
+    // With one token there is one client identity; with several (the exam surface), a
+    // session opened with one token is refused to the others.
+    let bind_sessions = guard.tokens.len() > 1;
+    if bind_sessions
+        && let Some(id) = req
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        && !guard
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allows(id, token)
+    {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "session_not_yours",
+            "this session was opened by another client; initialise your own session",
+        );
     }
     let resp = next.run(req).await;
+    if bind_sessions
+        && let Some(id) = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+    {
+        guard
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(id.to_string(), token);
+    }
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -242,6 +325,24 @@ pub fn is_loopback_origin(origin: &HeaderValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_belongs_to_the_token_that_opened_it() {
+        let mut owners = SessionOwners::default();
+        owners.record("s1".into(), 0);
+        assert!(owners.allows("s1", 0));
+        assert!(!owners.allows("s1", 1));
+        // A second response naming the session does not change its owner.
+        owners.record("s1".into(), 1);
+        assert!(!owners.allows("s1", 1));
+        assert!(owners.allows("unknown", 1));
+        for i in 0..MAX_TRACKED_SESSIONS {
+            owners.record(format!("x{i}"), 1);
+        }
+        // Forgotten, so refused to everyone rather than handed over.
+        assert!(!owners.allows("s1", 0) && !owners.allows("s1", 1));
+        assert_eq!(owners.owner.len(), MAX_TRACKED_SESSIONS);
+    }
 
     #[test]
     fn loopback_origins() {

@@ -1680,7 +1680,22 @@ fn snapshot_path(ctx: &Ctx, name: &str) -> Result<PathBuf, PlanError> {
             format!("`{name}` is not a valid snapshot name; allowed: [a-z0-9_-]{{1,64}}"),
         ));
     }
-    Ok(ctx.snapshots_dir().join(format!("{name}.dump")))
+    let path = ctx.snapshots_dir().join(format!("{name}.dump"));
+    // A symlink planted in snapshots/ would make pg_restore read, or the rename replace,
+    // something outside it; the partial file pg_dump writes through is checked too.
+    for p in [
+        path.clone(),
+        ctx.snapshots_dir().join(format!(".{name}.dump.partial")),
+    ] {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(PlanError::Err(RemediationError::OutsideSandbox(format!(
+                "{} is a symlink; snapshots are regular files inside {}",
+                p.display(),
+                ctx.snapshots_dir().display()
+            ))));
+        }
+    }
+    Ok(path)
 }
 
 fn list_snapshots(ctx: &Ctx) -> Vec<Value> {

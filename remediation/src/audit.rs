@@ -52,8 +52,13 @@ impl AuditLog {
             .append(true)
             .open(&self.path)
             .map_err(fail)?;
-        f.write_all(line.as_bytes()).map_err(fail)?;
-        f.sync_data().map_err(fail)?;
+        // On a full disk a write can land in part: cut the file back to where it was, so
+        // the log never holds a torn line that the next entry would be glued onto.
+        let len = f.metadata().map_err(fail)?.len();
+        if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.sync_data()) {
+            let _ = f.set_len(len);
+            return Err(fail(e));
+        }
         Ok(())
     }
 
