@@ -480,11 +480,59 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
         /// Whatever the input, parsing answers (Ok or a clear error) and never panics.
         #[test]
         fn parse_never_panics(s in "\\PC{0,400}") {
             let _ = parse("fuzz.md", &s);
             let _ = parse("fuzz.md", &format!("---\n{s}\n---\nbody"));
+        }
+
+        /// Real runbooks, mutated where the parser works hardest (the front matter):
+        /// lines dropped, duplicated or swapped, text spliced in, the file cut short.
+        /// Parsing never panics; a failure is an error that names the file and says what
+        /// is wrong; a success still satisfies the schema (an id, tool calls with names).
+        #[test]
+        fn mutated_runbooks_parse_or_fail_clearly(
+            which in 0usize..64,
+            edits in proptest::collection::vec(
+                (0u8..5, 0usize..400, 0usize..400, "\\PC{0,30}"), 1..6),
+            cut in proptest::option::of(0usize..4000),
+        ) {
+            let files = embedded::EMBEDDED;
+            let (file, text) = files[which % files.len()];
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            for (op, a, b, splice) in edits {
+                let n = lines.len().max(1);
+                let (a, b) = (a % n, b % n);
+                match op {
+                    0 if !lines.is_empty() => { lines.remove(a); }
+                    1 if !lines.is_empty() => { let l = lines[a].clone(); lines.insert(b, l); }
+                    2 if !lines.is_empty() => lines.swap(a, b),
+                    3 if !lines.is_empty() => lines[a].insert_str(0, &splice),
+                    _ => lines.insert(a.min(lines.len()), splice),
+                }
+            }
+            let mut mutated = lines.join("\n");
+            if let Some(c) = cut {
+                let mut c = c.min(mutated.len());
+                while !mutated.is_char_boundary(c) { c -= 1; }
+                mutated.truncate(c);
+            }
+            match parse(file, &mutated) {
+                Ok(rb) => {
+                    proptest::prop_assert!(!rb.id.is_empty());
+                    for (tool, _) in rb.tool_calls() {
+                        proptest::prop_assert!(!tool.is_empty());
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    proptest::prop_assert!(msg.contains(file), "error does not name the file: {}", msg);
+                    proptest::prop_assert!(msg.len() > file.len() + 10, "unhelpful error: {}", msg);
+                }
+            }
         }
 
         #[test]

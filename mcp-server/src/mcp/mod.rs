@@ -7,6 +7,8 @@
 //! read and react to (no sandbox running, database unreachable) is a tool result with
 //! `isError: true`.
 
+#[cfg(test)]
+mod arg_fuzz;
 mod chaos_tools;
 mod observe_tools;
 mod prompts;
