@@ -388,18 +388,31 @@ fn the_drill_scores_the_scripted_agent() {
     no_secret_written(&sb);
 }
 
-/// After a drill (faults, fixes, reports, audit, logs), no secret of the sandbox appears
-/// in any file of the state dir outside the places meant to hold it: `secrets/`, the
-/// target's `.env` (and its last-known-good copy), the database's own files.
-fn no_secret_written(sb: &Sandbox) {
-    let secrets: Vec<(String, String)> = std::fs::read_dir(sb.home().join("secrets"))
+/// The sandbox's secret values (every file under `secrets/`, at least 12 characters: the
+/// generated ones), named by file.
+fn secret_values(sb: &Sandbox) -> Vec<(String, String)> {
+    std::fs::read_dir(sb.home().join("secrets"))
         .expect("secrets dir")
         .flatten()
         .filter_map(|e| {
             let v = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
             (v.len() >= 12).then(|| (e.file_name().to_string_lossy().to_string(), v))
         })
-        .collect();
+        .collect()
+}
+
+/// After a drill (faults, fixes, reports, audit, logs), no secret of the sandbox appears
+/// in any file of the state dir outside the places meant to hold it: `secrets/`, the
+/// target's `.env` (and its last-known-good copy), the database's own files.
+fn no_secret_written(sb: &Sandbox) {
+    no_secret_in_files(sb, &secret_values(sb));
+}
+
+/// `no_secret_written` for a given set of values (also ones rotated out since). The
+/// chaos ledger's entries are checked for being operator-only (0600 in a 0700 dir)
+/// instead: by design they hold a fault's undo data (the `.env` it replaced), never
+/// served by any tool or route.
+fn no_secret_in_files(sb: &Sandbox, secrets: &[(String, String)]) {
     assert!(secrets.len() >= 4, "{secrets:?}");
     let mut stack = vec![sb.home().to_path_buf()];
     let mut scanned = 0;
@@ -416,12 +429,20 @@ fn no_secret_written(sb: &Sandbox) {
                 stack.push(path);
                 continue;
             }
+            if dir.ends_with("chaos/faults") {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+                assert_eq!(mode(&path) & 0o077, 0, "{} is not 0600", path.display());
+                let chaos = dir.parent().unwrap();
+                assert_eq!(mode(chaos) & 0o077, 0, "{} is not 0700", chaos.display());
+                continue;
+            }
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
             let text = String::from_utf8_lossy(&bytes);
             scanned += 1;
-            for (secret, value) in &secrets {
+            for (secret, value) in secrets {
                 assert!(
                     !text.contains(value.as_str()),
                     "the value of secrets/{secret} is written in {}",
@@ -431,6 +452,208 @@ fn no_secret_written(sb: &Sandbox) {
         }
     }
     assert!(scanned > 10, "only {scanned} files scanned");
+}
+
+/// Arguments that satisfy a tool's schema: its required properties filled from their
+/// types (first enum value, minimum, empty list, a word), `dry_run` set when it has one,
+/// so every tool runs once and none changes anything.
+fn schema_args(tool: &rmcp::model::Tool) -> Value {
+    let schema = &tool.input_schema;
+    let props = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut args = serde_json::Map::new();
+    for req in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let p = &props[req];
+        let ty = p["type"]
+            .as_str()
+            .or_else(|| p["type"][0].as_str())
+            .unwrap_or("string");
+        let v = if let Some(first) = p["enum"].get(0) {
+            first.clone()
+        } else {
+            match ty {
+                "integer" | "number" => p.get("minimum").cloned().unwrap_or(json!(1)),
+                "boolean" => json!(false),
+                "array" => json!(["scan"]),
+                "object" => json!({}),
+                _ => json!("secret scan"),
+            }
+        };
+        args.insert(req.to_string(), v);
+    }
+    if props.contains_key("dry_run") {
+        args.insert("dry_run".into(), json!(true));
+    }
+    Value::Object(args)
+}
+
+/// Every answer of every tool (each called once, mutating ones as dry runs), every
+/// resource, the logs of every service and the timeline, over the main and the exam
+/// surface and the REST API, as one text.
+async fn everything_served(sb: &Sandbox) -> String {
+    let (url, token) = sb.endpoint();
+    let mut seen = String::new();
+    for (path, tok) in [
+        ("/mcp", token.clone()),
+        ("/exam/mcp", sb.secret("exam-token")),
+    ] {
+        let c = connect(&format!("{url}{path}"), &tok).await.unwrap();
+        let tools = c.list_all_tools().await.unwrap();
+        assert!(tools.len() >= 20, "{path}: {} tools", tools.len());
+        for t in &tools {
+            let args = schema_args(t);
+            let mut p = CallToolRequestParams::new(t.name.to_string());
+            if let Value::Object(m) = args.clone() {
+                p = p.with_arguments(JsonObject::from_iter(m));
+            }
+            match c.call_tool(p).await {
+                Ok(r) => seen.push_str(&format!(
+                    "{} {:?} {}\n",
+                    t.name,
+                    r.content,
+                    r.structured_content.unwrap_or(Value::Null)
+                )),
+                Err(e) => seen.push_str(&format!("{} {e}\n", t.name)),
+            }
+        }
+        for svc in [
+            "postgres",
+            "target-app",
+            "worker",
+            "upstream-primary",
+            "upstream-fallback",
+            "all",
+        ] {
+            for q in [
+                json!({"service": svc, "limit": 500}),
+                json!({"service": svc, "level": "warn", "limit": 500}),
+            ] {
+                seen.push_str(
+                    &call(&c, "query_logs", q)
+                        .await
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+        seen.push_str(
+            &call(&c, "list_events", json!({"limit": 500}))
+                .await
+                .unwrap_or_default()
+                .to_string(),
+        );
+        for r in c.list_all_resources().await.unwrap() {
+            let read = c
+                .read_resource(ReadResourceRequestParams::new(r.uri.clone()))
+                .await
+                .unwrap();
+            seen.push_str(&format!("{}\n{:?}\n", r.uri, read.contents));
+        }
+        let _ = c.cancel().await;
+    }
+    let http = reqwest::Client::new();
+    for path in [
+        "/api/v1/snapshot",
+        "/api/v1/status",
+        "/api/v1/health",
+        "/api/v1/logs?service=all&limit=500",
+        "/api/v1/db",
+        "/api/v1/config",
+        "/api/v1/events",
+        "/api/v1/audit",
+        "/api/v1/incidents",
+        "/api/v1/approvals",
+        "/api/v1/chaos",
+        "/control/v1/topology",
+        "/control/v1/services",
+        "/control/v1/chaos/status",
+        "/control/v1/services/target-app/logs",
+        "/control/v1/services/postgres/logs",
+    ] {
+        let body = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen.push_str(&body);
+    }
+    seen
+}
+
+/// No secret, current or rotated out during the drill (database passwords, JWT secret,
+/// tokens), appears in anything served (every tool's answer, resource, log line, event,
+/// REST and control answer) or written (audit, reports, drill results, logs) after a
+/// drill of the faults that touch secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_leaks_after_a_drill_of_the_secret_faults() {
+    let sb = Sandbox::new();
+    sb.aiops_ok(&[
+        "up",
+        "--http",
+        "127.0.0.1:0",
+        "--random-ports",
+        "--allow-chaos",
+    ]);
+    let mut secrets = secret_values(&sb);
+    let drill_out = tokio::task::block_in_place(|| {
+        sb.aiops(&[
+            "drill",
+            "--json",
+            "--faults",
+            "db_auth_failure,jwt_secret_rotation,config_corruption",
+            "--trials",
+            "1",
+            "--noop",
+            "0",
+            "--durable",
+            "5s",
+            "--seed",
+            "3",
+        ])
+    });
+    let v: Value = serde_json::from_slice(&drill_out.stdout)
+        .unwrap_or_else(|e| panic!("drill JSON ({e}): {}", describe(&drill_out)));
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(3), "{v:#}");
+    // Values rotated during the drill count too.
+    for s in secret_values(&sb) {
+        if !secrets.contains(&s) {
+            secrets.push(s);
+        }
+    }
+    let seen = everything_served(&sb).await;
+    let mut seen_all = seen;
+    seen_all.push_str(&String::from_utf8_lossy(&drill_out.stdout));
+    seen_all.push_str(&String::from_utf8_lossy(&drill_out.stderr));
+    assert!(
+        seen_all.len() > 50_000,
+        "too little served: {}",
+        seen_all.len()
+    );
+    for (name, value) in &secrets {
+        assert!(
+            !seen_all.contains(value.as_str()),
+            "the value of secrets/{name} was served"
+        );
+    }
+    tokio::task::block_in_place(|| no_secret_in_files(&sb, &secrets));
+    eprintln!(
+        "secret values checked: {}, bytes served scanned: {}",
+        secrets.len(),
+        seen_all.len()
+    );
 }
 
 /// `--agent-cmd` scores any agent the same way: the scripted agent run as an external
