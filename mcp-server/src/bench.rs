@@ -27,6 +27,7 @@ pub async fn run(state: &StateDir, args: BenchArgs) -> anyhow::Result<ExitCode> 
     match args.command {
         BenchCommand::Mcp(a) => mcp(state, a).await,
         BenchCommand::Logs(a) => logs(a).await,
+        BenchCommand::Soak(a) => crate::soak::run(state, a).await,
     }
 }
 

@@ -210,6 +210,10 @@ pub struct LoadArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write, per second of wall-clock time, how many requests completed ok and how
+    /// many failed (JSON lines `{"t": UNIX_SECONDS, "ok": N, "errors": N}`) to this file.
+    #[arg(long)]
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +256,34 @@ pub enum BenchCommand {
     Mcp(BenchMcpArgs),
     /// query_logs over a generated log file, side by side with ripgrep.
     Logs(BenchLogsArgs),
+    /// Soak: target load, many MCP sessions (Streamable HTTP and legacy SSE) and a drill at
+    /// once, bounded in time; prints latency, errors, memory and lost writes (needs `aiops up`).
+    Soak(BenchSoakArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSoakArgs {
+    /// How long the MCP sessions and the target load run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Concurrent MCP sessions over Streamable HTTP.
+    #[arg(long, default_value_t = 50)]
+    pub sessions: usize,
+    /// Concurrent MCP sessions over legacy SSE.
+    #[arg(long, default_value_t = 5)]
+    pub sse_sessions: usize,
+    /// Pause between two calls of one session, in milliseconds (an agent reads answers).
+    #[arg(long, default_value_t = 100)]
+    pub think_ms: u64,
+    /// Requests per second `aiops load` offers the target.
+    #[arg(long, default_value_t = 40)]
+    pub rps: u32,
+    /// Faults the concurrent drill injects and has the scripted agent fix (empty: none).
+    #[arg(long, default_value = "latency,db_pool_exhaustion,api_down")]
+    pub faults: String,
+    /// Seconds after a fault's revert still counted inside its window (recovery).
+    #[arg(long, default_value_t = 10)]
+    pub settle_s: u64,
 }
 
 #[derive(Debug, Args)]

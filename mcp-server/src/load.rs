@@ -60,6 +60,8 @@ struct Tally {
     latency_us: Option<Histogram<u64>>,
     completed: u64,
     ok: u64,
+    /// Unix second → (ok, failed), for `--timeline`.
+    per_second: BTreeMap<i64, (u64, u64)>,
 }
 
 pub async fn run(state: &StateDir, args: LoadArgs) -> anyhow::Result<ExitCode> {
@@ -232,6 +234,15 @@ pub async fn run(state: &StateDir, args: LoadArgs) -> anyhow::Result<ExitCode> {
             } else {
                 e.1 += 1
             }
+            let second = t
+                .per_second
+                .entry(chrono::Utc::now().timestamp())
+                .or_default();
+            if ok {
+                second.0 += 1
+            } else {
+                second.1 += 1
+            }
             if let Some(h) = t.latency_us.as_mut() {
                 let _ = h.record(micros.min(60_000_000));
             }
@@ -252,6 +263,15 @@ pub async fn run(state: &StateDir, args: LoadArgs) -> anyhow::Result<ExitCode> {
     let errors = t.completed - t.ok;
     let achieved = t.completed as f64 / elapsed.as_secs_f64();
     let acked_orders = t.by_kind.get(&Kind::PlaceOrder).map(|e| e.0).unwrap_or(0);
+    if let Some(path) = &args.timeline {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+        );
+        for (second, (ok, failed)) in &t.per_second {
+            writeln!(f, "{}", json!({"t": second, "ok": ok, "errors": failed}))?;
+        }
+        f.flush()?;
+    }
     if args.json {
         let out = json!({
             "offered_rps": args.rps,

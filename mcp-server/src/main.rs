@@ -22,6 +22,7 @@ mod remediation_cmds;
 mod rest;
 mod serve;
 mod service_cmds;
+mod soak;
 mod sse;
 mod up_down;
 
