@@ -446,6 +446,83 @@ async fn hostile_arguments_are_refused_and_touch_nothing() {
         }
     }
 
+    // The same through the REST and control APIs (paths percent-encoded and not).
+    let http = reqwest::Client::new();
+    let secret_token = token.clone();
+    for (method, path, body) in [
+        (
+            "GET",
+            "/api/v1/incidents/..%2F..%2Fsecrets%2Fhttp-token",
+            None,
+        ),
+        ("GET", "/api/v1/incidents/%2Fetc%2Fpasswd", None),
+        (
+            "GET",
+            "/api/v1/logs?service=..%2Fsecrets%2Fhttp-token",
+            None,
+        ),
+        ("GET", "/api/v1/logs?service=%2Fetc%2Fpasswd", None),
+        ("GET", "/control/v1/services/..%2F..%2Fetc/logs", None),
+        ("GET", "/control/v1/services/%2Fetc%2Fpasswd", None),
+        ("POST", "/control/v1/services/sshd/restart", None),
+        (
+            "POST",
+            "/control/v1/chaos/..%2F..%2Fsecrets%2Fhttp-token/stop",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/approvals/..%2F..%2Fsecrets%2Fhttp-token/approve",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/actions/create_db_snapshot",
+            Some(json!({"name": "../../../tmp/evil"})),
+        ),
+        (
+            "POST",
+            "/api/v1/actions/kill_process",
+            Some(json!({"pid": 1})),
+        ),
+        (
+            "POST",
+            "/api/v1/actions/set_config",
+            Some(json!({"key": "LOG_LEVEL", "value": "info\nJWT_SECRET=pwned"})),
+        ),
+        (
+            "POST",
+            "/api/v1/actions/..%2F..%2Fbin%2Fsh",
+            Some(json!({})),
+        ),
+    ] {
+        let mut req = match method {
+            "GET" => http.get(format!("{base}{path}")),
+            _ => http.post(format!("{base}{path}")),
+        }
+        .bearer_auth(&secret_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let refused_outcome =
+            serde_json::from_str::<Value>(&text).is_ok_and(|v| v["status"] == "refused");
+        assert!(
+            (400..500).contains(&code) || refused_outcome,
+            "{method} {path} answered {code}: {text}"
+        );
+        assert!(
+            text.len() > 15,
+            "{method} {path}: unhelpful answer `{text}`"
+        );
+        assert!(
+            !text.contains(&secret_token),
+            "{method} {path} leaked the token"
+        );
+    }
+
     // Nothing was touched: the canary, the planted links, every service (same pids, no
     // restart), the shop's tables, the target's .env.
     assert_eq!(std::fs::read(&canary).unwrap(), b"canary");
