@@ -213,6 +213,22 @@ impl Approvals {
 
     /// Claim an approval for execution exactly once, across processes: the claim is a
     /// marker file created with `O_EXCL`.
+    /// Undo [`Self::claim`] and the `executed` state for an approval whose action never
+    /// ran (its `started` audit line could not be written): it may be used again.
+    pub fn release(&self, id: &str) -> Result<(), RemediationError> {
+        let mut a = self.get(id)?;
+        if a.state == "executed" {
+            a.state = "approved".into();
+            a.executed_at = None;
+            self.save(&a)?;
+        }
+        match std::fs::remove_file(self.dir.join(format!("{id}.executed"))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RemediationError::Other(format!("{id}: {e}"))),
+        }
+    }
+
     pub fn claim(&self, id: &str) -> Result<bool, RemediationError> {
         let marker = self.dir.join(format!("{id}.executed"));
         self.file(id)?;
@@ -237,6 +253,36 @@ impl Approvals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_released_approval_can_be_claimed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(dir.path().to_path_buf());
+        let a = Approval {
+            id: "ap-0123abcd".into(),
+            action: "restart_service".into(),
+            params: serde_json::json!({"service": "worker"}),
+            caller: Value::Null,
+            requested_at: Utc::now(),
+            state: "executed".into(),
+            decided_by: Some("op".into()),
+            decided_at: Some(Utc::now()),
+            executed_at: Some(Utc::now()),
+            plan: Value::Null,
+        };
+        approvals.save(&a).unwrap();
+        assert!(approvals.claim(&a.id).unwrap());
+        assert!(!approvals.claim(&a.id).unwrap(), "claimed once only");
+        approvals.release(&a.id).unwrap();
+        let back = approvals.get(&a.id).unwrap();
+        assert_eq!(back.state, "approved");
+        assert!(back.executed_at.is_none());
+        assert!(
+            approvals.claim(&a.id).unwrap(),
+            "usable again after release"
+        );
+        assert!(approvals.release("../../etc/passwd").is_err());
+    }
 
     #[test]
     fn redaction_by_key_and_by_value() {

@@ -613,11 +613,19 @@ impl Remediator {
             }
         }
 
-        // Audit before acting: no line, no action.
-        audit_line(
+        // Audit before acting: no line, no action. Nothing ran, so an approval claimed for
+        // this call is handed back rather than spent.
+        if let Err(e) = audit_line(
             "started",
             json!({"policy": decision, "plan": planned.plan, "before": planned.before}),
-        )?;
+        ) {
+            if let Some(id) = &approval_used
+                && let Err(error) = inner.approvals.release(id)
+            {
+                tracing::warn!(message = "Could not hand an unused approval back.", approval = %id, %error);
+            }
+            return Err(e);
+        }
         let event_service = service_of(&params);
         inner.events.record(
             "action_started",

@@ -136,6 +136,8 @@ async fn http_guards_hold_on_every_route() {
         ("POST", "/messages?sessionId=0123456789abcdef"),
         ("POST", "/exam/mcp"),
         ("GET", "/api/v1/status"),
+        ("GET", "/metrics"),
+        ("GET", "/dashboard/info"),
         ("POST", "/api/v1/diagnoses"),
         ("GET", "/control/v1/services"),
         ("POST", "/control/v1/services/worker/restart"),

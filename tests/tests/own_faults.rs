@@ -332,7 +332,8 @@ fn children(pid: i32) -> Vec<i32> {
 
 /// The disk under the audit log full (a 256 KiB tmpfs mounted over `audit/`, filled):
 /// a mutating tool refuses to act and says why, the service is untouched, the log holds
-/// no torn line; with space back, actions are audited and run again.
+/// no torn line, an approval given for a refused call is not spent; with space back,
+/// actions are audited and run again, the approved one included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_under_the_audit_log_stops_unaudited_actions() {
     assert!(
@@ -351,6 +352,22 @@ async fn full_disk_under_the_audit_log_stops_unaudited_actions() {
     )
     .await;
     assert!(!is_error, "{text}");
+    // An approved action, to be called while the disk is full: its approval must not be
+    // spent by a call that did nothing.
+    let (_, _, pending) = timed(
+        &c,
+        "rotate_db_credentials",
+        json!({}),
+        Duration::from_secs(60),
+    )
+    .await;
+    let approval = pending
+        .split("\"approval_id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no pending approval: {pending}"))
+        .to_string();
+    sb.aiops_ok(&["approve", &approval]);
     let audit_dir = sb.home().join("audit");
     let saved = std::fs::read(audit_dir.join("audit.jsonl")).expect("audit log");
     let mount = Command::new("mount")
@@ -392,6 +409,7 @@ async fn full_disk_under_the_audit_log_stops_unaudited_actions() {
             "restart_service",
             json!({"service": "worker", "dry_run": true}),
         ),
+        ("rotate_db_credentials", json!({"approval_id": approval})),
     ] {
         let (_, is_error, text) = timed(&c, tool, args.clone(), Duration::from_secs(60)).await;
         assert!(
@@ -431,15 +449,28 @@ async fn full_disk_under_the_audit_log_stops_unaudited_actions() {
     )
     .await;
     assert!(!is_error, "with space back: {text}");
-    let lines = audit_lines(&sb);
+    // The approval was handed back, not spent, by the call that could not be audited.
+    let (_, is_error, text) = timed(
+        &c,
+        "rotate_db_credentials",
+        json!({"approval_id": approval}),
+        Duration::from_secs(90),
+    )
+    .await;
     assert!(
-        lines
+        !is_error && text.contains("\"status\":\"executed\""),
+        "the approved rotation after the disk came back: {text}"
+    );
+    let lines = audit_lines(&sb);
+    let tail = &lines[lines.len().saturating_sub(4)..];
+    assert!(
+        tail[..2]
             .iter()
-            .rev()
-            .take(2)
-            .all(|l| l["action"] == "restart_service" && l["params"]["service"] == "worker"),
-        "{:#?}",
-        &lines[lines.len().saturating_sub(2)..]
+            .all(|l| l["action"] == "restart_service" && l["params"]["service"] == "worker")
+            && tail[2..]
+                .iter()
+                .all(|l| l["action"] == "rotate_db_credentials"),
+        "{tail:#?}"
     );
     let _ = c.cancel().await;
 }
