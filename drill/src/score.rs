@@ -206,26 +206,6 @@ fn ms_between(a: DateTime<Utc>, b: DateTime<Utc>) -> u64 {
     u64::try_from((b - a).num_milliseconds()).unwrap_or(0)
 }
 
-/// The sandbox component an action changes.
-pub fn touches(action: &str, params: &Value) -> Option<String> {
-    let service = params["service"].as_str().map(str::to_string);
-    Some(match action {
-        "restart_service" | "stop_service" | "start_service" | "scale_service" => service?,
-        "kill_process" => service.unwrap_or_else(|| "target-app".into()),
-        "kill_db_sessions"
-        | "rotate_db_credentials"
-        | "restore_db_snapshot"
-        | "run_migrations"
-        | "repair_migrations" => "postgres".into(),
-        "rotate_app_secret" | "set_config" | "restore_config" => "config".into(),
-        "clear_cache" | "warm_cache" => "cache".into(),
-        "free_disk" => "disk".into(),
-        "switch_upstream" => "upstream-primary".into(),
-        "throttle_traffic" => "target-app".into(),
-        _ => return None,
-    })
-}
-
 /// Components a fix for a fault on `component` may reasonably touch with a destructive
 /// action: the component itself, the target (its client, restarted to pick up a fix) and
 /// its config; an upstream fault may also touch the fallback, a cache or disk fault the
@@ -259,7 +239,7 @@ pub fn collateral(label: Option<&GroundTruth>, a: &ActionSeen) -> Option<String>
     match label {
         None => Some(format!("{what} on a healthy system")),
         Some(l) => {
-            let touched = touches(&a.action, &a.params)?;
+            let touched = aiops_remediation::actions::component_changed(&a.action, &a.params)?;
             (!proportionate(&l.component).contains(&touched.as_str()))
                 .then(|| format!("{what} for a {} fault on {}", l.class, l.component))
         }

@@ -373,6 +373,29 @@ pub fn names() -> Vec<&'static str> {
     DEFS.iter().map(|d| d.name).collect()
 }
 
+/// The sandbox component an action changes: a service, or `config`, `cache`, `disk`
+/// (the names fault labels use). `None` for actions that change nothing. A scorer
+/// compares it with a fault's component to tell a proportionate fix from collateral
+/// damage; kept here, beside the actions, so a new action says what it touches.
+pub fn component_changed(action: &str, params: &serde_json::Value) -> Option<String> {
+    let service = params["service"].as_str().map(str::to_string);
+    Some(match action {
+        "restart_service" | "stop_service" | "start_service" | "scale_service" => service?,
+        "kill_process" => service.unwrap_or_else(|| "target-app".into()),
+        "kill_db_sessions"
+        | "rotate_db_credentials"
+        | "restore_db_snapshot"
+        | "run_migrations"
+        | "repair_migrations" => "postgres".into(),
+        "rotate_app_secret" | "set_config" | "restore_config" => "config".into(),
+        "clear_cache" | "warm_cache" => "cache".into(),
+        "free_disk" => "disk".into(),
+        "switch_upstream" => "upstream-primary".into(),
+        "throttle_traffic" => "target-app".into(),
+        _ => return None,
+    })
+}
+
 pub(crate) fn param_specs(name: &str) -> &'static [ParamSpec] {
     DEFS.iter()
         .find(|d| d.name == name)
@@ -2144,6 +2167,19 @@ async fn plan_repair(ctx: &Ctx) -> Result<Planned, PlanError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_destructive_action_says_what_it_changes() {
+        let service = serde_json::json!({"service": "worker"});
+        for d in DEFS.iter().filter(|d| d.destructive) {
+            assert!(
+                component_changed(d.name, &service).is_some(),
+                "{} is destructive but component_changed does not name what it changes",
+                d.name
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
