@@ -74,6 +74,23 @@ pub fn prepare(state: &StateDir, opts: &PrepareOptions) -> Result<Prepared> {
     })
 }
 
+/// The app role and database in place (created, or their password brought back to the
+/// recorded one), once PostgreSQL answers. Every runtime calls it after starting it.
+pub async fn ensure_app_database(p: &Prepared) -> Result<()> {
+    let admin_pw = secrets::get_or_create(&p.state, secret::PG_ADMIN_PASSWORD, 24)?;
+    let app_pw = secrets::get_or_create(&p.state, secret::PG_APP_PASSWORD, 24)?;
+    let mut conn =
+        crate::postgres::admin_connect(&p.cluster, &admin_pw, std::time::Duration::from_secs(10))
+            .await?;
+    crate::postgres::ensure_app_database(
+        &mut conn,
+        &p.topology.database.app_user,
+        &app_pw,
+        &p.topology.database.database,
+    )
+    .await
+}
+
 /// The `.env` the target starts with. Written once; afterwards only changed on purpose.
 fn write_initial_env(state: &StateDir, t: &Topology) -> Result<()> {
     let app_password = secrets::get_or_create(state, secret::PG_APP_PASSWORD, 24)?;

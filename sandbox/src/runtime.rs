@@ -213,21 +213,79 @@ pub trait Runtime: Send + Sync {
     async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>>;
 }
 
+/// Wait until `name` is probed healthy; fail early, saying why, if it stops trying
+/// (failed, exited, stopped), or after `timeout`.
+pub async fn wait_healthy(
+    rt: &(impl Runtime + ?Sized),
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let status = rt.service(name).await?;
+        if status.health.status == HealthStatus::Healthy && status.state.is_alive() {
+            return Ok(());
+        }
+        if matches!(
+            status.state,
+            ServiceState::Failed | ServiceState::Exited | ServiceState::Stopped
+        ) {
+            return Err(crate::Error::Other(format!(
+                "{name} is {} ({}); see `aiops logs {name}`",
+                status.state.as_str(),
+                status
+                    .last_exit
+                    .map(|e| e.describe())
+                    .unwrap_or_else(|| "no exit recorded".into())
+            )));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(crate::Error::Other(format!(
+                "{name} not healthy after {timeout:?}: {}",
+                status.health.detail
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// What the daemon needs of the runtime it owns, beyond [`Runtime`]: the lifecycle of the
 /// whole sandbox. Implemented by the process supervisor and the Docker runtime; other
-/// processes only ever see [`Runtime`] (through the control API).
+/// processes only ever see [`Runtime`] (through the control API). The order of a start
+/// is the same on every runtime, so it is written once here.
 #[async_trait::async_trait]
 pub trait Lifecycle: Runtime {
     /// The sandbox timeline this runtime records service events on.
     fn events(&self) -> std::sync::Arc<crate::events::EventLog>;
+    /// The prepared sandbox the runtime runs.
+    fn prepared(&self) -> &crate::prepare::Prepared;
     /// Remove whatever a previous daemon left running for this sandbox; how many.
     async fn reap_leftovers(&self) -> usize;
-    /// PostgreSQL, healthy, with the app role and database in place.
-    async fn start_database(&self) -> Result<()>;
-    /// Every service but PostgreSQL, in dependency order.
-    async fn start_services(&self) -> Result<()>;
     /// Stop everything, dependants first, and leave nothing of the sandbox running.
     async fn shutdown_all(&self);
+
+    /// PostgreSQL, healthy, with the app role and database in place. Split from
+    /// [`Lifecycle::start_services`] so the daemon can revert leftover faults (some need
+    /// the database) before the target starts.
+    async fn start_database(&self) -> Result<()> {
+        use crate::topology::names::POSTGRES;
+        self.start(POSTGRES).await?;
+        wait_healthy(self, POSTGRES, std::time::Duration::from_secs(60)).await?;
+        crate::prepare::ensure_app_database(self.prepared()).await
+    }
+
+    /// Every service but PostgreSQL, in dependency order.
+    async fn start_services(&self) -> Result<()> {
+        let topology = self.prepared().topology.clone();
+        for spec in topology.start_order() {
+            if spec.name != crate::topology::names::POSTGRES {
+                self.start(&spec.name).await?;
+            }
+        }
+        self.events()
+            .record("sandbox_up", None, "all services started");
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -235,14 +293,11 @@ impl Lifecycle for crate::supervisor::ProcessRuntime {
     fn events(&self) -> std::sync::Arc<crate::events::EventLog> {
         crate::supervisor::ProcessRuntime::events(self).clone()
     }
+    fn prepared(&self) -> &crate::prepare::Prepared {
+        crate::supervisor::ProcessRuntime::prepared(self)
+    }
     async fn reap_leftovers(&self) -> usize {
         crate::supervisor::ProcessRuntime::reap_leftovers(self).await
-    }
-    async fn start_database(&self) -> Result<()> {
-        crate::supervisor::ProcessRuntime::start_database(self).await
-    }
-    async fn start_services(&self) -> Result<()> {
-        crate::supervisor::ProcessRuntime::start_services(self).await
     }
     async fn shutdown_all(&self) {
         crate::supervisor::ProcessRuntime::shutdown_all(self).await
@@ -254,14 +309,11 @@ impl Lifecycle for crate::docker::DockerRuntime {
     fn events(&self) -> std::sync::Arc<crate::events::EventLog> {
         crate::docker::DockerRuntime::events(self).clone()
     }
+    fn prepared(&self) -> &crate::prepare::Prepared {
+        crate::docker::DockerRuntime::prepared(self)
+    }
     async fn reap_leftovers(&self) -> usize {
         crate::docker::DockerRuntime::reap_leftovers(self).await
-    }
-    async fn start_database(&self) -> Result<()> {
-        crate::docker::DockerRuntime::start_database(self).await
-    }
-    async fn start_services(&self) -> Result<()> {
-        crate::docker::DockerRuntime::start_services(self).await
     }
     async fn shutdown_all(&self) {
         crate::docker::DockerRuntime::shutdown_all(self).await

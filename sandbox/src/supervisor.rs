@@ -168,52 +168,6 @@ impl ProcessRuntime {
         pids.len()
     }
 
-    /// Start every service in dependency order: PostgreSQL first (and the app database
-    /// once it answers), then the rest.
-    pub async fn start_all(&self) -> Result<()> {
-        self.start_database().await?;
-        self.start_services().await
-    }
-
-    /// PostgreSQL, healthy, with the app role and database in place. Split from
-    /// [`Self::start_services`] so the daemon can revert leftover faults (some need the
-    /// database) before the target starts.
-    pub async fn start_database(&self) -> Result<()> {
-        self.start_service(svc::POSTGRES).await?;
-        self.wait_healthy(svc::POSTGRES, Duration::from_secs(30))
-            .await?;
-        self.ensure_app_database().await
-    }
-
-    /// Every service but PostgreSQL, in dependency order.
-    pub async fn start_services(&self) -> Result<()> {
-        let topology = self.shared.prepared.topology.clone();
-        for spec in topology.start_order() {
-            if spec.name != svc::POSTGRES {
-                self.start_service(&spec.name).await?;
-            }
-        }
-        self.shared
-            .events
-            .record("sandbox_up", None, "all services started");
-        Ok(())
-    }
-
-    async fn ensure_app_database(&self) -> Result<()> {
-        let p = &self.shared.prepared;
-        let admin_pw = secrets::get_or_create(&p.state, secret::PG_ADMIN_PASSWORD, 24)?;
-        let app_pw = secrets::get_or_create(&p.state, secret::PG_APP_PASSWORD, 24)?;
-        let mut conn =
-            crate::postgres::admin_connect(&p.cluster, &admin_pw, Duration::from_secs(10)).await?;
-        crate::postgres::ensure_app_database(
-            &mut conn,
-            &p.topology.database.app_user,
-            &app_pw,
-            &p.topology.database.database,
-        )
-        .await
-    }
-
     /// Stop every service, dependants first, then kill anything of the sandbox that is
     /// still alive (PostgreSQL backends, grandchildren).
     pub async fn shutdown_all(&self) {
@@ -239,37 +193,6 @@ impl ProcessRuntime {
             .events
             .record("sandbox_down", None, "all services stopped");
         self.write_state_file();
-    }
-
-    /// Wait until the service is probed healthy; fail early if it stops trying.
-    pub async fn wait_healthy(&self, name: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status_of(name)?;
-            if status.health.status == HealthStatus::Healthy && status.state.is_alive() {
-                return Ok(());
-            }
-            if matches!(
-                status.state,
-                ServiceState::Failed | ServiceState::Exited | ServiceState::Stopped
-            ) {
-                return Err(Error::Other(format!(
-                    "{name} is {} ({}); see `aiops logs {name}`",
-                    status.state.as_str(),
-                    status
-                        .last_exit
-                        .map(|e| e.describe())
-                        .unwrap_or_else(|| "no exit recorded".into())
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Other(format!(
-                    "{name} not healthy after {timeout:?}: {}",
-                    status.health.detail
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     fn status_of(&self, name: &str) -> Result<ServiceStatus> {

@@ -365,42 +365,6 @@ impl DockerRuntime {
         n
     }
 
-    pub async fn start_all(&self) -> Result<()> {
-        self.start_database().await?;
-        self.start_services().await
-    }
-
-    pub async fn start_database(&self) -> Result<()> {
-        self.start_service(svc::POSTGRES).await?;
-        self.wait_healthy(svc::POSTGRES, Duration::from_secs(60))
-            .await?;
-        let p = &self.shared.prepared;
-        let admin_pw = secrets::get_or_create(&p.state, secret::PG_ADMIN_PASSWORD, 24)?;
-        let app_pw = secrets::get_or_create(&p.state, secret::PG_APP_PASSWORD, 24)?;
-        let mut conn =
-            crate::postgres::admin_connect(&p.cluster, &admin_pw, Duration::from_secs(10)).await?;
-        crate::postgres::ensure_app_database(
-            &mut conn,
-            &p.topology.database.app_user,
-            &app_pw,
-            &p.topology.database.database,
-        )
-        .await
-    }
-
-    pub async fn start_services(&self) -> Result<()> {
-        let topology = self.shared.prepared.topology.clone();
-        for spec in topology.start_order() {
-            if spec.name != svc::POSTGRES {
-                self.start_service(&spec.name).await?;
-            }
-        }
-        self.shared
-            .events
-            .record("sandbox_up", None, "all services started");
-        Ok(())
-    }
-
     /// Stop every service, dependants first, and remove the containers `aiops` created.
     pub async fn shutdown_all(&self) {
         let order: Vec<String> = self
@@ -426,36 +390,6 @@ impl DockerRuntime {
             .events
             .record("sandbox_down", None, "all services stopped");
         self.write_state_file().await;
-    }
-
-    pub async fn wait_healthy(&self, name: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status_of(name).await?;
-            if status.health.status == HealthStatus::Healthy && status.state.is_alive() {
-                return Ok(());
-            }
-            if matches!(
-                status.state,
-                ServiceState::Failed | ServiceState::Exited | ServiceState::Stopped
-            ) {
-                return Err(Error::Other(format!(
-                    "{name} is {} ({}); see `aiops logs {name}`",
-                    status.state.as_str(),
-                    status
-                        .last_exit
-                        .map(|e| e.describe())
-                        .unwrap_or_else(|| "no exit recorded".into())
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Other(format!(
-                    "{name} not healthy after {timeout:?}: {}",
-                    status.health.detail
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// The container definition of one service.
@@ -1153,6 +1087,11 @@ impl Runtime for DockerRuntime {
 
     async fn services(&self) -> Result<Vec<ServiceStatus>> {
         self.all_statuses().await
+    }
+
+    /// One container's inspect, not all five.
+    async fn service(&self, name: &str) -> Result<ServiceStatus> {
+        self.status_of(name).await
     }
 
     async fn start(&self, name: &str) -> Result<ServiceStatus> {
