@@ -103,6 +103,28 @@ impl Prober {
     }
 }
 
+/// A service's health changed from `before` to `after`: put it on the timeline (the
+/// unknown → unhealthy flicker of a starting service is not news), and when the target
+/// turns healthy keep its `.env` as last-known-good.
+pub fn on_transition(
+    state: &StateDir,
+    events: &EventLog,
+    name: &str,
+    (before, after): (HealthStatus, HealthStatus),
+    detail: &str,
+) {
+    if !(before == HealthStatus::Unknown && after == HealthStatus::Unhealthy) {
+        events.record(
+            "health_changed",
+            Some(name),
+            format!("{} → {}: {detail}", before.as_str(), after.as_str()),
+        );
+    }
+    if after == HealthStatus::Healthy && name == svc::TARGET_APP {
+        remember_good_config(state, events);
+    }
+}
+
 /// The target is healthy with the current `.env`: keep it as last-known-good.
 pub fn remember_good_config(state: &StateDir, events: &EventLog) {
     let Ok(current) = std::fs::read(state.env_file()) else {

@@ -28,7 +28,7 @@ use crate::runtime::{
     ExitInfo, Health, HealthStatus, KillSignal, Runtime, ServiceState, ServiceStats, ServiceStatus,
 };
 use crate::secrets::{self, names as secret};
-use crate::topology::{RestartMode, ServiceKind, ServiceSpec, Topology, names as svc};
+use crate::topology::{RestartMode, ServiceKind, ServiceSpec, Topology};
 
 /// How long a service gets to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -603,25 +603,13 @@ impl ProcessRuntime {
             (before != after).then_some((before, after))
         };
         if let Some((before, after)) = transition {
-            // The unknown → unhealthy flicker of a starting service is not news.
-            if !(before == HealthStatus::Unknown && after == HealthStatus::Unhealthy) {
-                self.shared.events.record(
-                    "health_changed",
-                    Some(name),
-                    format!(
-                        "{} → {}: {}",
-                        before.as_str(),
-                        after.as_str(),
-                        health.detail
-                    ),
-                );
-            }
-            if after == HealthStatus::Healthy && name == svc::TARGET_APP {
-                crate::health::remember_good_config(
-                    &self.shared.prepared.state,
-                    &self.shared.events,
-                );
-            }
+            crate::health::on_transition(
+                &self.shared.prepared.state,
+                &self.shared.events,
+                name,
+                (before, after),
+                &health.detail,
+            );
             self.shared.changed.notify_one();
         }
     }

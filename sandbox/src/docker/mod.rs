@@ -48,7 +48,7 @@ use crate::runtime::{
 };
 use crate::secrets::{self, names as secret};
 use crate::supervisor::StateFile;
-use crate::topology::{RestartMode, ServiceKind, ServiceSpec, Topology, names as svc};
+use crate::topology::{RestartMode, ServiceKind, ServiceSpec, Topology};
 
 /// Label keys, written once.
 pub mod labels {
@@ -779,24 +779,13 @@ impl DockerRuntime {
             (before != after).then_some((before, after))
         };
         if let Some((before, after)) = transition {
-            if !(before == HealthStatus::Unknown && after == HealthStatus::Unhealthy) {
-                self.shared.events.record(
-                    "health_changed",
-                    Some(name),
-                    format!(
-                        "{} → {}: {}",
-                        before.as_str(),
-                        after.as_str(),
-                        health.detail
-                    ),
-                );
-            }
-            if after == HealthStatus::Healthy && name == svc::TARGET_APP {
-                crate::health::remember_good_config(
-                    &self.shared.prepared.state,
-                    &self.shared.events,
-                );
-            }
+            crate::health::on_transition(
+                &self.shared.prepared.state,
+                &self.shared.events,
+                name,
+                (before, after),
+                &health.detail,
+            );
         }
     }
 
