@@ -237,3 +237,46 @@ pub fn get_json(url: &str) -> (u16, serde_json::Value) {
     let body = resp.json().unwrap_or(serde_json::Value::Null);
     (status, body)
 }
+
+/// An MCP client of a sandbox, over stdio (`aiops serve --stdio`), for the end-to-end
+/// tests that drive the tools the way an agent would.
+pub mod mcp {
+    use rmcp::RoleClient;
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, JsonObject};
+    use rmcp::service::RunningService;
+    use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+    use serde_json::Value;
+
+    use crate::{Sandbox, bin};
+
+    pub type Client = RunningService<RoleClient, ()>;
+
+    /// `aiops serve --stdio EXTRA...` on this sandbox's state dir, initialised.
+    pub async fn stdio(sb: &Sandbox, extra: &[&str]) -> Client {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let cmd = tokio::process::Command::new(bin("aiops")).configure(|c| {
+            c.args(["serve", "--stdio"])
+                .args(&extra)
+                .env("AIOPS_HOME", sb.home())
+                .env("AIOPS_LOG", "warn");
+        });
+        ().serve(TokioChildProcess::new(cmd).expect("spawn aiops serve --stdio"))
+            .await
+            .expect("MCP initialisation")
+    }
+
+    /// Call `tool` with `args`; its structured result (a protocol error fails the test).
+    pub async fn call(client: &Client, tool: &str, args: Value) -> Value {
+        let mut p = CallToolRequestParams::new(tool.to_string());
+        if let Value::Object(m) = args.clone() {
+            p = p.with_arguments(JsonObject::from_iter(m));
+        }
+        let r = client
+            .call_tool(p)
+            .await
+            .unwrap_or_else(|e| panic!("{tool}({args}) protocol error: {e}"));
+        r.structured_content
+            .unwrap_or_else(|| panic!("{tool}({args}) gave no structured content: {:?}", r.content))
+    }
+}

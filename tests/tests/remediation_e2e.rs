@@ -2,41 +2,10 @@
 //! approvals granted by an operator with `aiops approve`, a real fault fixed while its
 //! cause is still in place, the audit log as a resource, and `--read-only`.
 
-use aiops_tests::{Sandbox, bin, describe};
-use rmcp::RoleClient;
-use rmcp::ServiceExt;
+use aiops_tests::mcp::{call, stdio};
+use aiops_tests::{Sandbox, describe};
 use rmcp::model::{CallToolRequestParams, JsonObject, ReadResourceRequestParams};
-use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::{Value, json};
-
-type Client = RunningService<RoleClient, ()>;
-
-async fn stdio(sb: &Sandbox, extra: &[&str]) -> Client {
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let cmd = tokio::process::Command::new(bin("aiops")).configure(|c| {
-        c.args(["serve", "--stdio"])
-            .args(&extra)
-            .env("AIOPS_HOME", sb.home())
-            .env("AIOPS_LOG", "warn");
-    });
-    ().serve(TokioChildProcess::new(cmd).expect("spawn"))
-        .await
-        .expect("init")
-}
-
-async fn call(client: &Client, tool: &str, args: Value) -> Value {
-    let mut p = CallToolRequestParams::new(tool.to_string());
-    if let Value::Object(m) = args.clone() {
-        p = p.with_arguments(JsonObject::from_iter(m));
-    }
-    let r = client
-        .call_tool(p)
-        .await
-        .unwrap_or_else(|e| panic!("{tool}({args}) protocol error: {e}"));
-    r.structured_content
-        .unwrap_or_else(|| panic!("{tool}({args}) gave no structured content: {:?}", r.content))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_fixes_pool_exhaustion_through_mcp_and_everything_is_audited() {
