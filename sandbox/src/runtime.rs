@@ -169,6 +169,18 @@ impl KillSignal {
             _ => None,
         }
     }
+    /// The signal to send, for `kill(2)`.
+    pub fn to_nix(self) -> nix::sys::signal::Signal {
+        use nix::sys::signal::Signal;
+        match self {
+            Self::Term => Signal::SIGTERM,
+            Self::Kill => Signal::SIGKILL,
+            Self::Int => Signal::SIGINT,
+            Self::Stop => Signal::SIGSTOP,
+            Self::Cont => Signal::SIGCONT,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Term => "SIGTERM",

@@ -171,15 +171,7 @@ impl ProcessRuntime {
     /// Stop every service, dependants first, then kill anything of the sandbox that is
     /// still alive (PostgreSQL backends, grandchildren).
     pub async fn shutdown_all(&self) {
-        let order: Vec<String> = self
-            .shared
-            .prepared
-            .topology
-            .start_order()
-            .iter()
-            .rev()
-            .map(|s| s.name.clone())
-            .collect();
+        let order = self.shared.prepared.topology.stop_order();
         for name in order {
             if let Err(error) = self.stop_service(&name).await {
                 tracing::warn!(message = "Stop failed.", service = %name, %error);
@@ -520,17 +512,7 @@ impl ProcessRuntime {
     }
 
     fn write_state_file(&self) {
-        let statuses = self.all_statuses();
-        let path = self.shared.prepared.state.services_file();
-        let json = serde_json::to_vec_pretty(&StateFile {
-            daemon_pid: std::process::id(),
-            written_at: Utc::now(),
-            services: statuses,
-        })
-        .expect("state serializes");
-        if let Err(error) = write_atomic(&path, &json, 0o644) {
-            tracing::warn!(message = "Cannot write the services state file.", %error);
-        }
+        StateFile::write(&self.shared.prepared.state, self.all_statuses());
     }
 
     async fn persist_loop(self) {
@@ -634,6 +616,20 @@ pub struct StateFile {
 }
 
 impl StateFile {
+    /// Mirror the services' state to `run/services.json`, as this daemon sees it now
+    /// (a failure is logged: the file is a convenience for when the daemon is gone).
+    pub fn write(state: &crate::StateDir, services: Vec<ServiceStatus>) {
+        let json = serde_json::to_vec_pretty(&StateFile {
+            daemon_pid: std::process::id(),
+            written_at: Utc::now(),
+            services,
+        })
+        .expect("state serializes");
+        if let Err(error) = write_atomic(&state.services_file(), &json, 0o644) {
+            tracing::warn!(message = "Cannot write the services state file.", %error);
+        }
+    }
+
     pub fn read(state: &crate::StateDir) -> Option<Self> {
         let bytes = std::fs::read(state.services_file()).ok()?;
         serde_json::from_slice(&bytes).ok()
@@ -712,14 +708,7 @@ impl Runtime for ProcessRuntime {
             .status_of(name)?
             .pid
             .ok_or_else(|| Error::Other(format!("{name} has no running process to signal")))?;
-        let sig = match signal {
-            KillSignal::Term => Signal::SIGTERM,
-            KillSignal::Kill => Signal::SIGKILL,
-            KillSignal::Int => Signal::SIGINT,
-            KillSignal::Stop => Signal::SIGSTOP,
-            KillSignal::Cont => Signal::SIGCONT,
-        };
-        kill(Pid::from_raw(pid as i32), sig).map_err(|e| {
+        kill(Pid::from_raw(pid as i32), signal.to_nix()).map_err(|e| {
             Error::Other(format!(
                 "cannot send {} to {name} (pid {pid}): {e}",
                 signal.as_str()

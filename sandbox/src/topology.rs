@@ -300,6 +300,15 @@ impl Topology {
         self.service(names::TARGET_APP).ok()?.url.clone()
     }
 
+    /// Service names in the order to stop them: dependants first.
+    pub fn stop_order(&self) -> Vec<String> {
+        self.start_order()
+            .iter()
+            .rev()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     /// Services in an order that respects `depends_on`.
     pub fn start_order(&self) -> Vec<&ServiceSpec> {
         let mut done: Vec<&str> = Vec::new();

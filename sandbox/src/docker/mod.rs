@@ -40,7 +40,6 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::health::Prober;
-use crate::paths::write_atomic;
 use crate::prepare::Prepared;
 use crate::procinfo::{self, SANDBOX_MARKER};
 use crate::runtime::{
@@ -212,6 +211,9 @@ struct Shared {
     project: String,
     slots: Mutex<BTreeMap<String, Slot>>,
     cpu: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Each service's container id, once found: compose's containers have compose's
+    /// names, and the probes, log copies and stats ask many times a second.
+    ids: Mutex<HashMap<String, String>>,
 }
 
 /// The Docker runtime. Cheap to clone.
@@ -254,6 +256,7 @@ impl DockerRuntime {
                 docker,
                 slots: Mutex::new(slots),
                 cpu: Mutex::new(HashMap::new()),
+                ids: Mutex::new(HashMap::new()),
             }),
         };
         tokio::spawn(rt.clone().engine_events());
@@ -289,32 +292,49 @@ impl DockerRuntime {
         container_name(&self.shared.project, service)
     }
 
+    /// The service's container as the engine sees it now: by its remembered id, else by
+    /// the name aiops gives its own containers, else by label (compose's).
     async fn inspect(&self, service: &str) -> Result<Option<ContainerInspectResponse>> {
-        match self
-            .shared
-            .docker
-            .inspect_container(&self.name_of(service), None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if is_not_found(&e) => {
-                // A compose-made container has compose's name: find it by label.
-                let found = project_containers(&self.shared.docker, &self.shared.project)
-                    .await?
-                    .into_iter()
-                    .find(|(s, _, _)| s == service);
-                match found {
-                    Some((_, id, _)) => self
-                        .shared
-                        .docker
-                        .inspect_container(&id, None::<InspectContainerOptions>)
-                        .await
-                        .map(Some)
-                        .map_err(engine("inspect container")),
-                    None => Ok(None),
+        let ids = || self.shared.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let known = ids().get(service).cloned();
+        let mut candidates = Vec::new();
+        candidates.extend(known);
+        candidates.push(self.name_of(service));
+        for key in candidates {
+            match self
+                .shared
+                .docker
+                .inspect_container(&key, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(c) => {
+                    if let Some(id) = &c.id {
+                        ids().insert(service.to_string(), id.clone());
+                    }
+                    return Ok(Some(c));
                 }
+                Err(e) if is_not_found(&e) => {
+                    ids().remove(service);
+                }
+                Err(e) => return Err(engine("inspect container")(e)),
             }
-            Err(e) => Err(engine("inspect container")(e)),
+        }
+        let found = project_containers(&self.shared.docker, &self.shared.project)
+            .await?
+            .into_iter()
+            .find(|(s, _, _)| s == service);
+        match found {
+            Some((_, id, _)) => {
+                let c = self
+                    .shared
+                    .docker
+                    .inspect_container(&id, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(engine("inspect container"))?;
+                ids().insert(service.to_string(), id);
+                Ok(Some(c))
+            }
+            None => Ok(None),
         }
     }
 
@@ -367,15 +387,7 @@ impl DockerRuntime {
 
     /// Stop every service, dependants first, and remove the containers `aiops` created.
     pub async fn shutdown_all(&self) {
-        let order: Vec<String> = self
-            .shared
-            .prepared
-            .topology
-            .start_order()
-            .iter()
-            .rev()
-            .map(|s| s.name.clone())
-            .collect();
+        let order = self.shared.prepared.topology.stop_order();
         for name in &order {
             if let Err(error) = self.stop_service(name).await {
                 tracing::warn!(message = "Stop failed.", service = %name, %error);
@@ -700,18 +712,8 @@ impl DockerRuntime {
     }
 
     async fn write_state_file(&self) {
-        let Ok(services) = self.all_statuses().await else {
-            return;
-        };
-        let json = serde_json::to_vec_pretty(&StateFile {
-            daemon_pid: std::process::id(),
-            written_at: Utc::now(),
-            services,
-        })
-        .expect("state serializes");
-        if let Err(error) = write_atomic(&self.shared.prepared.state.services_file(), &json, 0o644)
-        {
-            tracing::warn!(message = "Cannot write the services state file.", %error);
+        if let Ok(services) = self.all_statuses().await {
+            StateFile::write(&self.shared.prepared.state, services);
         }
     }
 
@@ -1112,14 +1114,8 @@ impl Runtime for DockerRuntime {
         let pid = before
             .pid
             .ok_or_else(|| Error::Other(format!("{name} has no running process to signal")))?;
-        let sig = match signal {
-            KillSignal::Term => nix::sys::signal::Signal::SIGTERM,
-            KillSignal::Kill => nix::sys::signal::Signal::SIGKILL,
-            KillSignal::Int => nix::sys::signal::Signal::SIGINT,
-            KillSignal::Stop => nix::sys::signal::Signal::SIGSTOP,
-            KillSignal::Cont => nix::sys::signal::Signal::SIGCONT,
-        };
-        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).is_err() {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal.to_nix()).is_err()
+        {
             let id = self
                 .container_id(name)
                 .await?
